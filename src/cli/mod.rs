@@ -1,0 +1,126 @@
+//! Subcommands, one file each. Errors end here as `anyhow` with context for the user.
+
+mod config_cmd;
+mod inspect;
+mod phantom;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use pulmo::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pulmo",
+    version,
+    about = "DICOM node for chest CT: lung lobes, opacities and a COVID-19 classifier, answered \
+             with DICOM SEG and a TID 1500 SR",
+    long_about = "pulmo receives chest CT studies over DICOM, segments the five lung lobes and \
+                  the opacities, measures the percentage of each lobe that is opacified, and \
+                  sends back DICOM Segmentation objects and a TID 1500 Structured Report.\n\n\
+                  The shipped models are trained on synthetic data for integration and testing. \
+                  Not for clinical use."
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Without it, every setting has its default.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the DICOM node: receive studies, analyse them, deliver results
+    Serve,
+    /// Analyse a folder of DICOM files and write findings and result objects (no network)
+    Analyze {
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run the whole path on a synthetic study over loopback and print a summary table
+    Demo,
+    /// Write a synthetic chest CT study with ground truth
+    Phantom(phantom::PhantomArgs),
+    /// Read a folder of DICOM files: list studies and series, pick the series to measure, say why
+    Inspect(inspect::InspectArgs),
+    /// Send DICOM files to a node with C-STORE
+    Send {
+        paths: Vec<PathBuf>,
+        #[arg(long, value_name = "AE@HOST:PORT")]
+        to: String,
+    },
+    /// Verify a DICOM node with C-ECHO
+    Echo {
+        #[arg(value_name = "AE@HOST:PORT")]
+        target: String,
+    },
+    /// Show studies, jobs and deliveries
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a failed delivery again
+    Retry {
+        id: Option<i64>,
+        #[arg(long)]
+        all_failed: bool,
+    },
+    /// List and check the installed models
+    Models,
+    /// Configuration: print the commented default, or check a file
+    Config(config_cmd::ConfigArgs),
+}
+
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Config::load(p).with_context(|| format!("loading {}", p.display())),
+        None => Ok(Config::default()),
+    }
+}
+
+fn not_yet(what: &str, issue: &str) -> anyhow::Result<ExitCode> {
+    eprintln!("pulmo {what}: not yet available (tracked in {issue}).");
+    Ok(ExitCode::from(2))
+}
+
+pub fn run(args: Cli) -> anyhow::Result<ExitCode> {
+    let config = load_config(args.config.as_ref())?;
+    match args.command {
+        Command::Phantom(a) => phantom::run(a),
+        Command::Inspect(a) => inspect::run(a, &config),
+        Command::Config(a) => config_cmd::run(a, args.config.as_deref()),
+        Command::Serve => not_yet("serve", "the DICOM node issue"),
+        Command::Send { .. } => not_yet("send", "the DICOM node issue"),
+        Command::Echo { .. } => not_yet("echo", "the DICOM node issue"),
+        Command::Status { .. } => not_yet("status", "the DICOM node issue"),
+        Command::Retry { .. } => not_yet("retry", "the DICOM node issue"),
+        Command::Analyze { .. } => not_yet("analyze", "the inference issue"),
+        Command::Models => not_yet("models", "the inference issue"),
+        Command::Demo => not_yet(
+            "demo",
+            "the end-to-end issue; `make demo` runs phantom + inspect meanwhile",
+        ),
+    }
+}

@@ -1,0 +1,473 @@
+//! `pulmo.toml`: typed, defaulted, validated at load.
+//!
+//! Every field has a default so that `pulmo serve` with no file listens on loopback only. Validation
+//! names the offending field with its TOML path, because integrators edit this file by hand.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML for pulmo: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config field `{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub storage: StorageConfig,
+    pub destinations: Vec<Destination>,
+    pub selection: SelectionConfig,
+    pub inference: InferenceConfig,
+    pub output: OutputConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    pub ae_title: String,
+    pub bind: String,
+    pub port: u16,
+    /// Calling AE titles allowed to associate; empty means any.
+    pub allowed_calling_aes: Vec<String>,
+    pub max_associations: u32,
+    pub max_pdu_length: u32,
+    pub artim_timeout_s: u64,
+    pub dimse_timeout_s: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            ae_title: "PULMO".into(),
+            bind: "127.0.0.1".into(),
+            port: 11112,
+            allowed_calling_aes: Vec::new(),
+            max_associations: 8,
+            max_pdu_length: 65536,
+            artim_timeout_s: 30,
+            dimse_timeout_s: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub stable_after_s: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("pulmo-data"),
+            stable_after_s: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    pub name: String,
+    pub ae_title: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Rules for picking the chest CT series to measure (DESIGN.md, "Series selection").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SelectionConfig {
+    pub min_slices: usize,
+    pub max_slice_thickness_mm: f64,
+    /// Relative tolerance on slice spacing regularity (0.05 = 5 %).
+    pub spacing_tolerance: f64,
+    /// Largest angle (degrees) between the slice normal and the patient's feet-head axis.
+    pub max_axial_tilt_deg: f64,
+    /// Series whose description contains one of these (case-insensitive) are skipped.
+    pub exclude_descriptions: Vec<String>,
+}
+
+impl Default for SelectionConfig {
+    fn default() -> Self {
+        SelectionConfig {
+            min_slices: 20,
+            max_slice_thickness_mm: 5.0,
+            spacing_tolerance: 0.05,
+            max_axial_tilt_deg: 10.0,
+            exclude_descriptions: vec![
+                "scout".into(),
+                "localizer".into(),
+                "topogram".into(),
+                "surview".into(),
+                "dose".into(),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InferenceConfig {
+    pub models_dir: PathBuf,
+    pub execution_providers: Vec<String>,
+    /// Path to libonnxruntime; empty means `ORT_DYLIB_PATH`, then the onnxruntime Python package.
+    pub onnxruntime_library: Option<PathBuf>,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        InferenceConfig {
+            models_dir: PathBuf::from("models"),
+            execution_providers: vec!["cuda".into(), "cpu".into()],
+            onnxruntime_library: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputConfig {
+    pub overlay_series: bool,
+    /// "enhanced" (Enhanced SR) or "comprehensive3d" (Comprehensive 3D SR).
+    pub sr_kind: String,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            overlay_series: true,
+            sr_kind: "enhanced".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub bind: String,
+    pub port: u16,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            bind: "127.0.0.1".into(),
+            port: 8089,
+        }
+    }
+}
+
+/// The commented default configuration that `pulmo config --print-default` writes.
+/// A unit test proves it parses to `Config::default()`, so the two cannot drift apart.
+pub const DEFAULT_TOML: &str = r#"# pulmo.toml: configuration of the pulmo DICOM node.
+# Every field is optional; the values below are the defaults.
+
+[node]
+# Called AE title this node answers to (1-16 characters, no backslash or control characters).
+ae_title = "PULMO"
+# Address to listen on. The default is loopback only; use "0.0.0.0" to accept from the network.
+bind = "127.0.0.1"
+port = 11112
+# Calling AE titles allowed to associate. Empty: any calling AE title is accepted.
+allowed_calling_aes = []
+max_associations = 8
+# Maximum PDU length we accept, in bytes (4096 to 16777216).
+max_pdu_length = 65536
+artim_timeout_s = 30
+dimse_timeout_s = 60
+
+[storage]
+# Spool directory and SQLite index live here.
+data_dir = "pulmo-data"
+# A study is stable (and analysed) when no instance arrived for this many seconds.
+stable_after_s = 10
+
+# Where results are sent. Repeat the block for several destinations.
+# [[destinations]]
+# name = "pacs"
+# ae_title = "ORTHANC"
+# host = "127.0.0.1"
+# port = 4242
+
+[selection]
+# The thinnest regular axial CT series with at least this many slices is measured.
+min_slices = 20
+max_slice_thickness_mm = 5.0
+# Slice spacing may vary by this fraction of the median spacing.
+spacing_tolerance = 0.05
+max_axial_tilt_deg = 10.0
+# Series whose description contains one of these words (case-insensitive) are skipped.
+exclude_descriptions = ["scout", "localizer", "topogram", "surview", "dose"]
+
+[inference]
+models_dir = "models"
+# Execution providers in order of preference; the first that works is used and reported.
+execution_providers = ["cuda", "cpu"]
+# Path to libonnxruntime.so. Unset: ORT_DYLIB_PATH, then the onnxruntime Python package.
+# onnxruntime_library = "/opt/onnxruntime/lib/libonnxruntime.so"
+
+[output]
+# Secondary capture series with the opacities drawn on the CT, for viewers without SEG support.
+overlay_series = true
+# "enhanced" (Enhanced SR) or "comprehensive3d" (Comprehensive 3D SR).
+sr_kind = "enhanced"
+
+[http]
+# /healthz and /metrics. Loopback by default.
+bind = "127.0.0.1"
+port = 8089
+"#;
+
+impl Config {
+    /// Load and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_ae_title("node.ae_title", &self.node.ae_title)?;
+        validate_host("node.bind", &self.node.bind)?;
+        validate_port("node.port", self.node.port)?;
+        for (i, ae) in self.node.allowed_calling_aes.iter().enumerate() {
+            validate_ae_title(&format!("node.allowed_calling_aes[{i}]"), ae)?;
+        }
+        if self.node.max_associations == 0 {
+            return Err(invalid("node.max_associations", "must be at least 1"));
+        }
+        if !(4096..=16_777_216).contains(&self.node.max_pdu_length) {
+            return Err(invalid(
+                "node.max_pdu_length",
+                format!("{} is outside 4096..=16777216", self.node.max_pdu_length),
+            ));
+        }
+        if self.node.artim_timeout_s == 0 {
+            return Err(invalid("node.artim_timeout_s", "must be at least 1 second"));
+        }
+        if self.node.dimse_timeout_s == 0 {
+            return Err(invalid("node.dimse_timeout_s", "must be at least 1 second"));
+        }
+        validate_path("storage.data_dir", &self.storage.data_dir)?;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, d) in self.destinations.iter().enumerate() {
+            let field = format!("destinations[{i}]");
+            if d.name.trim().is_empty() {
+                return Err(invalid(format!("{field}.name"), "must not be empty"));
+            }
+            if !names.insert(d.name.clone()) {
+                return Err(invalid(
+                    format!("{field}.name"),
+                    format!("\"{}\" is used by another destination", d.name),
+                ));
+            }
+            validate_ae_title(&format!("{field}.ae_title"), &d.ae_title)?;
+            validate_host(&format!("{field}.host"), &d.host)?;
+            validate_port(&format!("{field}.port"), d.port)?;
+        }
+        let s = &self.selection;
+        if s.min_slices < 2 {
+            return Err(invalid("selection.min_slices", "must be at least 2"));
+        }
+        if !(s.max_slice_thickness_mm > 0.0 && s.max_slice_thickness_mm <= 20.0) {
+            return Err(invalid(
+                "selection.max_slice_thickness_mm",
+                "must be in (0, 20] mm",
+            ));
+        }
+        if !(s.spacing_tolerance > 0.0 && s.spacing_tolerance < 0.5) {
+            return Err(invalid(
+                "selection.spacing_tolerance",
+                "must be in (0, 0.5)",
+            ));
+        }
+        if !(s.max_axial_tilt_deg >= 0.0 && s.max_axial_tilt_deg < 45.0) {
+            return Err(invalid(
+                "selection.max_axial_tilt_deg",
+                "must be in [0, 45)",
+            ));
+        }
+        validate_path("inference.models_dir", &self.inference.models_dir)?;
+        if self.inference.execution_providers.is_empty() {
+            return Err(invalid(
+                "inference.execution_providers",
+                "list at least one provider (\"cpu\")",
+            ));
+        }
+        for (i, ep) in self.inference.execution_providers.iter().enumerate() {
+            if !matches!(ep.as_str(), "cuda" | "tensorrt" | "cpu") {
+                return Err(invalid(
+                    format!("inference.execution_providers[{i}]"),
+                    format!("unknown provider \"{ep}\" (known: cuda, tensorrt, cpu)"),
+                ));
+            }
+        }
+        if let Some(lib) = &self.inference.onnxruntime_library {
+            validate_path("inference.onnxruntime_library", lib)?;
+        }
+        if !matches!(self.output.sr_kind.as_str(), "enhanced" | "comprehensive3d") {
+            return Err(invalid(
+                "output.sr_kind",
+                format!(
+                    "\"{}\" is not one of \"enhanced\", \"comprehensive3d\"",
+                    self.output.sr_kind
+                ),
+            ));
+        }
+        validate_host("http.bind", &self.http.bind)?;
+        validate_port("http.port", self.http.port)?;
+        Ok(())
+    }
+}
+
+/// PS3.5 AE title: 1-16 characters of the default repertoire, no backslash, no control
+/// characters, not only spaces.
+pub fn validate_ae_title(field: &str, ae: &str) -> Result<(), ConfigError> {
+    if ae.trim().is_empty() {
+        return Err(invalid(field, "AE title must not be empty"));
+    }
+    if ae.len() > 16 {
+        return Err(invalid(
+            field,
+            format!("AE title \"{ae}\" is longer than 16 characters"),
+        ));
+    }
+    if let Some(c) = ae
+        .chars()
+        .find(|c| !c.is_ascii() || c.is_ascii_control() || *c == '\\')
+    {
+        return Err(invalid(
+            field,
+            format!("AE title \"{ae}\" contains the character {c:?}, which DICOM forbids"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_port(field: &str, port: u16) -> Result<(), ConfigError> {
+    if port == 0 {
+        return Err(invalid(field, "port must be between 1 and 65535"));
+    }
+    Ok(())
+}
+
+fn validate_host(field: &str, host: &str) -> Result<(), ConfigError> {
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+    if !ok {
+        return Err(invalid(
+            field,
+            format!("\"{host}\" is not a host name or IP address"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_path(field: &str, path: &Path) -> Result<(), ConfigError> {
+    let s = path.as_os_str();
+    if s.is_empty() {
+        return Err(invalid(field, "path must not be empty"));
+    }
+    if path.to_string_lossy().contains('\0') {
+        return Err(invalid(field, "path contains a NUL byte"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn default_toml_is_the_default_config() {
+        let parsed = parse(DEFAULT_TOML).expect("default TOML parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(parse("").expect("empty parses"), Config::default());
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases = [
+            (
+                "[node]\nae_title = \"THIS_IS_TOO_LONG_AE\"",
+                "node.ae_title",
+            ),
+            ("[node]\nae_title = \"A\\\\B\"", "node.ae_title"),
+            ("[node]\nport = 0", "node.port"),
+            ("[node]\nbind = \"not a host\"", "node.bind"),
+            ("[node]\nmax_pdu_length = 10", "node.max_pdu_length"),
+            ("[storage]\ndata_dir = \"\"", "storage.data_dir"),
+            (
+                "[[destinations]]\nname=\"p\"\nae_title=\"\"\nhost=\"h\"\nport=1",
+                "destinations[0].ae_title",
+            ),
+            (
+                "[inference]\nexecution_providers = [\"tpu\"]",
+                "inference.execution_providers[0]",
+            ),
+            ("[output]\nsr_kind = \"basic\"", "output.sr_kind"),
+        ];
+        for (text, field) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(
+                err.contains(field),
+                "{text:?} gave {err:?}, not naming {field}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_field_is_refused() {
+        let err = parse("[node]\naetitle = \"X\"").expect_err("unknown field");
+        assert!(err.to_string().contains("aetitle"), "{err}");
+    }
+
+    #[test]
+    fn port_out_of_range_is_refused() {
+        let err = parse("[node]\nport = 70000").expect_err("port");
+        assert!(err.to_string().contains("port"), "{err}");
+    }
+}

@@ -1,0 +1,205 @@
+//! Measurements on label volumes, exactly as DESIGN.md ("Quantification") defines them.
+//!
+//! Owns the definitions of lobe volume, percentage of lobe opacification (PLO), ground-glass and
+//! consolidation shares and the CT severity score, so that the phantom's truth and pulmo's
+//! findings are computed by the same code and compare key by key.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The five lobes with their label values in a lobe volume (0 is background).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Lobe {
+    #[serde(rename = "RUL")]
+    RightUpper = 1,
+    #[serde(rename = "RML")]
+    RightMiddle = 2,
+    #[serde(rename = "RLL")]
+    RightLower = 3,
+    #[serde(rename = "LUL")]
+    LeftUpper = 4,
+    #[serde(rename = "LLL")]
+    LeftLower = 5,
+}
+
+impl Lobe {
+    pub const ALL: [Lobe; 5] = [
+        Lobe::RightUpper,
+        Lobe::RightMiddle,
+        Lobe::RightLower,
+        Lobe::LeftUpper,
+        Lobe::LeftLower,
+    ];
+
+    pub fn label(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_label(label: u8) -> Option<Lobe> {
+        Lobe::ALL.into_iter().find(|l| l.label() == label)
+    }
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Lobe::RightUpper => "RUL",
+            Lobe::RightMiddle => "RML",
+            Lobe::RightLower => "RLL",
+            Lobe::LeftUpper => "LUL",
+            Lobe::LeftLower => "LLL",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Lobe::RightUpper => "right upper lobe",
+            Lobe::RightMiddle => "right middle lobe",
+            Lobe::RightLower => "right lower lobe",
+            Lobe::LeftUpper => "left upper lobe",
+            Lobe::LeftLower => "left lower lobe",
+        }
+    }
+}
+
+/// Label values of an opacity volume.
+pub mod opacity {
+    pub const NONE: u8 = 0;
+    pub const GROUND_GLASS: u8 = 1;
+    pub const CONSOLIDATION: u8 = 2;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LobeMeasurement {
+    pub volume_ml: f64,
+    pub plo_percent: f64,
+    pub ggo_percent: f64,
+    pub consolidation_percent: f64,
+    pub ctss: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WholeLungMeasurement {
+    pub volume_ml: f64,
+    pub plo_percent: f64,
+    pub ctss_total: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurements {
+    pub lobes: BTreeMap<String, LobeMeasurement>,
+    pub whole_lung: WholeLungMeasurement,
+}
+
+/// CT severity score of one lobe (Pan et al., Radiology 2020): 0 none, 1 < 5 %, 2 5–25 %,
+/// 3 26–50 %, 4 51–75 %, 5 > 75 %. The published bands are in whole percent; for a continuous
+/// PLO the upper bound of each band is inclusive (25.0 % is 2, 25.01 % is 3).
+pub fn ctss(plo_percent: f64) -> u8 {
+    if plo_percent <= 0.0 {
+        0
+    } else if plo_percent < 5.0 {
+        1
+    } else if plo_percent <= 25.0 {
+        2
+    } else if plo_percent <= 50.0 {
+        3
+    } else if plo_percent <= 75.0 {
+        4
+    } else {
+        5
+    }
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
+}
+
+/// Measure every lobe and the whole lung. `lobes` and `opacities` are label volumes on the same
+/// grid; opacities outside the lobes are ignored (opacified = ground-glass ∪ consolidation inside
+/// the lobe).
+pub fn measure(lobes: &[u8], opacities: &[u8], voxel_volume_ml: f64) -> Measurements {
+    // counts[lobe label][opacity label]
+    let mut counts = [[0u64; 3]; 6];
+    for (&l, &o) in lobes.iter().zip(opacities) {
+        if (l as usize) < counts.len() && (o as usize) < 3 {
+            counts[l as usize][o as usize] += 1;
+        }
+    }
+    let mut out = BTreeMap::new();
+    let (mut lung, mut opac, mut total) = (0u64, 0u64, 0u8);
+    for lobe in Lobe::ALL {
+        let c = counts[lobe.label() as usize];
+        let voxels = c[0] + c[1] + c[2];
+        let opacified = c[1] + c[2];
+        let plo = percent(opacified, voxels);
+        let score = ctss(plo);
+        lung += voxels;
+        opac += opacified;
+        total += score;
+        out.insert(
+            lobe.key().to_string(),
+            LobeMeasurement {
+                volume_ml: voxels as f64 * voxel_volume_ml,
+                plo_percent: plo,
+                ggo_percent: percent(c[1], voxels),
+                consolidation_percent: percent(c[2], voxels),
+                ctss: score,
+            },
+        );
+    }
+    Measurements {
+        lobes: out,
+        whole_lung: WholeLungMeasurement {
+            volume_ml: lung as f64 * voxel_volume_ml,
+            plo_percent: percent(opac, lung),
+            ctss_total: total,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ctss_bands() {
+        let cases = [
+            (0.0, 0),
+            (0.01, 1),
+            (4.99, 1),
+            (5.0, 2),
+            (25.0, 2),
+            (25.5, 3),
+            (50.0, 3),
+            (50.1, 4),
+            (75.0, 4),
+            (75.1, 5),
+            (100.0, 5),
+        ];
+        for (plo, score) in cases {
+            assert_eq!(ctss(plo), score, "PLO {plo}");
+        }
+    }
+
+    #[test]
+    fn measure_counts_inside_lobes_only() {
+        // RUL: 4 voxels, 1 GGO + 1 consolidation; LLL: 2 voxels, none; one opacity outside.
+        let lobes = [1, 1, 1, 1, 5, 5, 0];
+        let opac = [1, 2, 0, 0, 0, 0, 2];
+        let m = measure(&lobes, &opac, 0.5);
+        let rul = &m.lobes["RUL"];
+        assert_eq!(rul.volume_ml, 2.0);
+        assert_eq!(rul.plo_percent, 50.0);
+        assert_eq!(rul.ggo_percent, 25.0);
+        assert_eq!(rul.consolidation_percent, 25.0);
+        assert_eq!(rul.ctss, 3);
+        assert_eq!(m.lobes["RML"].volume_ml, 0.0);
+        assert_eq!(m.lobes["RML"].ctss, 0);
+        assert_eq!(m.whole_lung.volume_ml, 3.0);
+        assert!((m.whole_lung.plo_percent - 100.0 * 2.0 / 6.0).abs() < 1e-12);
+        assert_eq!(m.whole_lung.ctss_total, 3);
+    }
+}

@@ -1,0 +1,108 @@
+//! The command line a newcomer meets: help, honest "not yet", config handling, phantom errors.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn help_lists_every_subcommand() {
+    let out = run_ok(pulmo().arg("--help"));
+    for cmd in [
+        "serve", "analyze", "demo", "phantom", "inspect", "send", "echo", "status", "retry",
+        "models", "config",
+    ] {
+        assert!(
+            out.lines().any(|l| l.trim_start().starts_with(cmd)),
+            "{cmd} missing from --help:\n{out}"
+        );
+    }
+    assert!(out.contains("Not for clinical use"));
+}
+
+#[test]
+fn unfinished_subcommands_say_so_and_fail() {
+    for args in [
+        vec!["serve"],
+        vec!["demo"],
+        vec!["models"],
+        vec!["echo", "PACS@127.0.0.1:104"],
+        vec!["status"],
+    ] {
+        let out = run(pulmo().args(&args));
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not yet available"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn default_config_round_trips_and_bad_fields_are_named() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let text = run_ok(pulmo().args(["config", "--print-default"]));
+    let path = tmp.path().join("pulmo.toml");
+    std::fs::write(&path, &text).expect("write");
+    let out = run_ok(pulmo().arg("--config").arg(&path).arg("config"));
+    assert!(out.contains("valid"), "{out}");
+
+    let bad = text.replace("port = 11112", "port = 0");
+    std::fs::write(&path, bad).expect("write");
+    let out = run(pulmo().arg("--config").arg(&path).arg("config"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node.port"), "{err}");
+
+    let out = run(pulmo()
+        .arg("--config")
+        .arg(tmp.path().join("missing.toml"))
+        .arg("config"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn phantom_refuses_syntaxes_it_cannot_encode() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = run(pulmo()
+        .args([
+            "phantom",
+            "--size",
+            "small",
+            "--transfer-syntax",
+            "jpeg2000",
+            "--out",
+        ])
+        .arg(tmp.path()));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot encode JPEG 2000"), "{err}");
+}
+
+#[test]
+fn phantom_command_writes_study_truth_and_previews() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = run_ok(
+        pulmo()
+            .args([
+                "phantom",
+                "--size",
+                "small",
+                "--seed",
+                "3",
+                "--extra-series",
+                "--out",
+            ])
+            .arg(tmp.path()),
+    );
+    assert!(out.contains("LLL"), "{out}");
+    for f in [
+        "truth/truth.json",
+        "truth/lobes.nii.gz",
+        "truth/opacities.nii.gz",
+        "preview/axial-middle.png",
+        "preview/axial-middle-overlay.png",
+        "preview/coronal-overlay.png",
+    ] {
+        assert!(tmp.path().join(f).is_file(), "{f} missing");
+    }
+    assert!(dicom_files(&tmp.path().join("dicom")).len() > 60);
+}

@@ -1,0 +1,109 @@
+//! Helpers shared by the integration tests. A missing tool is a failure, never a skip: `make test`
+//! installs every tool these tests use.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pulmo::iod::transfer_syntax::Syntax;
+use pulmo::phantom::study::{self, StudyOptions};
+use pulmo::phantom::{self, Params, Phantom, Size};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// ../shared/data/real, beside the checkout.
+pub fn real_data() -> PathBuf {
+    let p = repo().join("../shared/data/real");
+    assert!(
+        p.is_dir(),
+        "{} is missing: the tests expect shared/ beside the checkout",
+        p.display()
+    );
+    p
+}
+
+/// A command-line tool on PATH; panics with how to get it.
+pub fn tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{name} is not installed: run `make test`, which installs it (scripts/setup.sh)");
+}
+
+/// The venv's Python with the pinned validators.
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("PULMO_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("build/venv/bin/python"));
+    assert!(
+        p.is_file(),
+        "{} is missing: run `make test`, which creates the venv",
+        p.display()
+    );
+    p
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn pulmo() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pulmo"))
+}
+
+/// Generate a phantom and write it under `dir`.
+pub fn write_phantom(
+    dir: &Path,
+    params: &Params,
+    syntax: Syntax,
+    extra_series: bool,
+    shuffle: bool,
+) -> Phantom {
+    let p = phantom::generate(params);
+    study::write(
+        &p,
+        dir,
+        StudyOptions {
+            syntax,
+            extra_series,
+            shuffle,
+        },
+    )
+    .expect("phantom study written");
+    p
+}
+
+pub fn small(seed: u64) -> Params {
+    Params::new(seed, Size::Small)
+}
+
+/// Every .dcm file under `dir`, sorted.
+pub fn dicom_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "dcm"))
+        .map(|e| e.into_path())
+        .collect();
+    out.sort();
+    out
+}
