@@ -322,3 +322,29 @@ fn two_studies_in_one_folder_are_refused() {
     let err = read_study(tmp.path(), &SelectionConfig::default()).expect_err("two studies");
     assert!(matches!(err, ReadStudyError::SeveralStudies(_)), "{err}");
 }
+
+#[test]
+fn enhanced_ct_multiframe_is_read_by_geometry() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    let p = write_phantom(&src, &small(61), Syntax::Explicit, false, false);
+    let dir = tmp.path().join("enhanced");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let n = run_ok(
+        std::process::Command::new(python())
+            .arg(repo().join("tests/py/make_enhanced_ct.py"))
+            .arg(src.join("dicom"))
+            .arg(dir.join("enhanced.dcm")),
+    );
+    assert_eq!(n.trim(), p.volume.geometry.slices.to_string());
+    let study = read_study(&dir, &SelectionConfig::default()).expect("read enhanced CT");
+    assert!(study.volume.geometry.same_grid(&p.volume.geometry, 1e-3));
+    let diff = study
+        .volume
+        .hu
+        .iter()
+        .zip(&p.volume.hu)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(diff, 0, "{diff} voxels differ");
+}

@@ -146,15 +146,15 @@ pub fn generate(params: &Params) -> Phantom {
 
 fn anatomy_width(a: &Anatomy) -> f64 {
     // The widest point of the body outline on the x axis, found by walking out from the centre.
-    let mut x = 0.0;
-    while x < 400.0 && !matches!(a.tissue([x, 0.0, 0.0]), Tissue::Air) {
-        x += 2.0;
+    let mut left = 0.0;
+    while left < 400.0 && !matches!(a.tissue([left, 0.0, 0.0]), Tissue::Air) {
+        left += 2.0;
     }
-    let mut y = 0.0;
-    while y > -400.0 && !matches!(a.tissue([y, 0.0, 0.0]), Tissue::Air) {
-        y -= 2.0;
+    let mut right = 0.0;
+    while right > -400.0 && !matches!(a.tissue([right, 0.0, 0.0]), Tissue::Air) {
+        right -= 2.0;
     }
-    x - y
+    left - right
 }
 
 fn render_slice(

@@ -71,6 +71,9 @@ pub struct Truth {
 pub struct Written {
     pub files: usize,
     pub truth: Truth,
+    /// Time spent encoding and writing the DICOM files, and the truth and previews.
+    pub dicom_seconds: f64,
+    pub truth_seconds: f64,
 }
 
 fn uid_for(seed: u64, what: &str) -> String {
@@ -263,6 +266,7 @@ pub fn write(p: &Phantom, out: &Path, opts: StudyOptions) -> Result<Written, Stu
             mkdir(&dicom_dir.join(format!("SE{:02}", s.number)))?;
         }
     }
+    let t_dicom = std::time::Instant::now();
     order.par_iter().try_for_each(|&n| {
         let im = &images[n];
         let s = &series[im.series];
@@ -290,6 +294,8 @@ pub fn write(p: &Phantom, out: &Path, opts: StudyOptions) -> Result<Written, Stu
         )
     })?;
 
+    let dicom_seconds = t_dicom.elapsed().as_secs_f64();
+    let t_truth = std::time::Instant::now();
     nifti::write_labels(
         &truth_dir.join("lobes.nii.gz"),
         g,
@@ -335,5 +341,7 @@ pub fn write(p: &Phantom, out: &Path, opts: StudyOptions) -> Result<Written, Stu
     Ok(Written {
         files: images.len(),
         truth,
+        dicom_seconds,
+        truth_seconds: t_truth.elapsed().as_secs_f64(),
     })
 }
