@@ -12,12 +12,17 @@ build: setup
 	$(CARGO) build --release --locked
 
 # Main job. Until `pulmo demo` exists (end-to-end issue): a full-size synthetic study with extra
-# series in random file order, then pulmo reads it and says which series it would measure and why.
+# series in random file order; pulmo reads it and says which series it would measure and why, then
+# analyses it with stand-in models (exit 3, "analysed with warnings", is expected from those).
 demo: build
 	rm -rf build/demo
 	$(PULMO) phantom --out build/demo/study --seed 7 --size full --severity severe --extra-series --shuffle
 	$(PULMO) inspect build/demo/study/dicom
-	@echo "demo: study, truth/ and preview/ PNGs in build/demo/study"
+	@echo "--- pulmo analyze with STAND-IN threshold models (not the reference models; not measurements)"
+	$(PULMO_PYTHON) tests/py/make_models.py build/demo/models >/dev/null
+	printf '[inference]\nmodels_dir = "build/demo/models/set"\n' > build/demo/pulmo.toml
+	$(PULMO) --config build/demo/pulmo.toml analyze build/demo/study/dicom --out build/demo/out || [ $$? -eq 3 ]
+	@echo "demo: study, truth/ and preview/ PNGs in build/demo/study; findings in build/demo/out"
 
 test: setup
 	$(CARGO) fmt --check

@@ -112,7 +112,8 @@ impl Default for SelectionConfig {
     fn default() -> Self {
         SelectionConfig {
             min_slices: 20,
-            max_slice_thickness_mm: 5.0,
+            // Selection is generous; the quality checks flag spacing above 5 mm in the report.
+            max_slice_thickness_mm: 10.0,
             spacing_tolerance: 0.05,
             max_axial_tilt_deg: 10.0,
             exclude_descriptions: vec![
@@ -213,7 +214,8 @@ stable_after_s = 10
 [selection]
 # The thinnest regular axial CT series with at least this many slices is measured.
 min_slices = 20
-max_slice_thickness_mm = 5.0
+# Thicker series are not measured. Spacing above 5 mm is measured but flagged by a quality check.
+max_slice_thickness_mm = 10.0
 # Slice spacing may vary by this fraction of the median spacing.
 spacing_tolerance = 0.05
 max_axial_tilt_deg = 10.0

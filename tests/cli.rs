@@ -24,7 +24,6 @@ fn unfinished_subcommands_say_so_and_fail() {
     for args in [
         vec!["serve"],
         vec!["demo"],
-        vec!["models"],
         vec!["echo", "PACS@127.0.0.1:104"],
         vec!["status"],
     ] {

@@ -1,7 +1,9 @@
 //! Subcommands, one file each. Errors end here as `anyhow` with context for the user.
 
+mod analyze;
 mod config_cmd;
 mod inspect;
+mod models;
 mod phantom;
 
 use std::path::PathBuf;
@@ -40,11 +42,7 @@ pub enum Command {
     /// Run the DICOM node: receive studies, analyse them, deliver results
     Serve,
     /// Analyse a folder of DICOM files and write findings and result objects (no network)
-    Analyze {
-        input: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Analyze(analyze::AnalyzeArgs),
     /// Run the whole path on a synthetic study over loopback and print a summary table
     Demo,
     /// Write a synthetic chest CT study with ground truth
@@ -74,7 +72,8 @@ pub enum Command {
         all_failed: bool,
     },
     /// List and check the installed models
-    Models,
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// Configuration: print the commented default, or check a file
     Config(config_cmd::ConfigArgs),
 }
@@ -116,8 +115,8 @@ pub fn run(args: Cli) -> anyhow::Result<ExitCode> {
         Command::Echo { .. } => not_yet("echo", "the DICOM node issue"),
         Command::Status { .. } => not_yet("status", "the DICOM node issue"),
         Command::Retry { .. } => not_yet("retry", "the DICOM node issue"),
-        Command::Analyze { .. } => not_yet("analyze", "the inference issue"),
-        Command::Models => not_yet("models", "the inference issue"),
+        Command::Analyze(a) => analyze::run(a, &config),
+        Command::Models(c) => models::run(c, &config),
         Command::Demo => not_yet(
             "demo",
             "the end-to-end issue; `make demo` runs phantom + inspect meanwhile",

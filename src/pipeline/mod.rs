@@ -2,6 +2,7 @@
 //! building its HU volume (`assemble`). Later stages (inference, measurement, result objects)
 //! are orchestrated from here too.
 
+pub mod analyze;
 pub mod assemble;
 pub mod scan;
 pub mod select;

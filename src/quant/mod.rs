@@ -4,6 +4,8 @@
 //! consolidation shares and the CT severity score, so that the phantom's truth and pulmo's
 //! findings are computed by the same code and compare key by key.
 
+pub mod qc;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -90,6 +92,17 @@ pub struct Measurements {
     pub whole_lung: WholeLungMeasurement,
 }
 
+/// What pulmo finds in one study: the measurements, the COVID-19 probability and the quality
+/// checks. Serialised with the same "lobes" and "whole_lung" keys as the phantom's truth.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct Findings {
+    #[serde(flatten)]
+    pub measurements: Measurements,
+    pub covid_probability: f64,
+    pub qc: Vec<qc::QcCheck>,
+    pub qc_passed: bool,
+}
+
 /// CT severity score of one lobe (Pan et al., Radiology 2020): 0 none, 1 < 5 %, 2 5–25 %,
 /// 3 26–50 %, 4 51–75 %, 5 > 75 %. The published bands are in whole percent; for a continuous
 /// PLO the upper bound of each band is inclusive (25.0 % is 2, 25.01 % is 3).
@@ -163,6 +176,21 @@ pub fn measure(lobes: &[u8], opacities: &[u8], voxel_volume_ml: f64) -> Measurem
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ctss_boundaries_on_both_sides() {
+        let eps = 1e-9;
+        assert_eq!(ctss(0.0), 0);
+        assert_eq!(ctss(eps), 1);
+        assert_eq!(ctss(5.0 - eps), 1);
+        assert_eq!(ctss(5.0), 2);
+        assert_eq!(ctss(25.0), 2);
+        assert_eq!(ctss(25.0 + eps), 3);
+        assert_eq!(ctss(50.0), 3);
+        assert_eq!(ctss(50.0 + eps), 4);
+        assert_eq!(ctss(75.0), 4);
+        assert_eq!(ctss(75.0 + eps), 5);
+    }
 
     #[test]
     fn ctss_bands() {

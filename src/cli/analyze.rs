@@ -1,0 +1,112 @@
+//! `pulmo analyze`: a folder of DICOM files in, findings (and later the result objects) out.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use pulmo::config::Config;
+use pulmo::infer::ModelSet;
+use pulmo::pipeline::analyze::{self, LogProgress, Progress};
+
+/// Exit status of a study that was analysed but failed a quality check.
+pub const EXIT_QC_WARNINGS: u8 = 3;
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Folder of DICOM files of one study (read recursively)
+    input: PathBuf,
+    /// Output folder: findings.json
+    #[arg(long)]
+    out: PathBuf,
+}
+
+struct Bars {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress for Bars {
+    fn stage(&mut self, name: &'static str) {
+        let bar = ProgressBar::new(1);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(name);
+        self.bar = Some(bar);
+    }
+    fn update(&mut self, done: u64, total: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    }
+    fn done(&mut self, name: &'static str, seconds: f64) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        eprintln!("{name:>10} done in {seconds:.2} s");
+    }
+}
+
+pub fn run(a: AnalyzeArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    let models = ModelSet::load(&config.inference).context("loading the models")?;
+    let mut bars = Bars { bar: None };
+    let mut log = LogProgress;
+    let progress: &mut dyn Progress = if std::io::stderr().is_terminal() {
+        &mut bars
+    } else {
+        &mut log
+    };
+    let (analysis, _masks) = analyze::analyze(&a.input, config, &models, progress)
+        .with_context(|| format!("the study in {} could not be analysed", a.input.display()))?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let path = a.out.join("findings.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&analysis)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+
+    let f = &analysis.findings;
+    println!(
+        "series {} \"{}\" ({} slices), models on {}",
+        analysis
+            .series
+            .series_number
+            .map_or("?".into(), |n| n.to_string()),
+        analysis.series.description,
+        analysis.series.slices,
+        analysis.execution_provider
+    );
+    println!("lobe   volume ml   PLO %   GGO %   cons %   CTSS");
+    for (k, m) in &f.measurements.lobes {
+        println!(
+            "{k:<5} {:>10.1} {:>7.2} {:>7.2} {:>8.2} {:>6}",
+            m.volume_ml, m.plo_percent, m.ggo_percent, m.consolidation_percent, m.ctss
+        );
+    }
+    let w = &f.measurements.whole_lung;
+    println!(
+        "lung  {:>10.1} {:>7.2}                   {:>6}",
+        w.volume_ml, w.plo_percent, w.ctss_total
+    );
+    println!("COVID-19 probability {:.3}", f.covid_probability);
+    for c in &f.qc {
+        println!(
+            "QC {:<20} {}  {:.3} (limit: {})",
+            c.name,
+            if c.passed { "pass" } else { "FAIL" },
+            c.value,
+            c.limit
+        );
+    }
+    println!("findings: {}", path.display());
+    if f.qc_passed {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("analysed with warnings: a quality check failed (see findings.json)");
+        Ok(ExitCode::from(EXIT_QC_WARNINGS))
+    }
+}

@@ -1,0 +1,309 @@
+//! Model manifests (one TOML file per model in models/) and loaded models.
+//!
+//! A manifest says everything pulmo needs to run an ONNX model it has never seen: which role it
+//! plays, how to prepare its input (spacing, HU window and scaling, layout, patch and overlap),
+//! how to read its output (activation, which channel is which label), and where it came from
+//! (licence, training data). Any model with a manifest can be dropped in without recompiling.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::InferError;
+use super::runtime;
+use crate::config::InferenceConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Lobes,
+    Opacities,
+    Covid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Segmentation,
+    Classification,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// 3D patches [N, C, Z, Y, X] slid over the volume with overlap.
+    Patch3d,
+    /// Whole axial slices [N, C, Y, X], `batch` at a time.
+    Slice2d,
+    /// The whole volume resized to `shape` [1, C, Z, Y, X] (classifiers).
+    Whole3d,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Softmax,
+    Sigmoid,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// CT in the manifest's window, scaled.
+    Ct,
+    /// The opacity map (0 none, 1 ground-glass, 2 consolidation) divided by 2.
+    Opacity,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub name: String,
+    pub layout: Layout,
+    /// Target voxel spacing (x, y, z) in mm; the volume is resampled to about this.
+    pub spacing_mm: [f64; 3],
+    /// HU clipped to [low, high] ...
+    pub window: [f32; 2],
+    /// ... then mapped linearly onto [a, b].
+    #[serde(default = "unit_range")]
+    pub scale_to: [f32; 2],
+    /// Patch size (z, y, x) for patch3d; fixed shape (z, y, x) for whole3d.
+    #[serde(default)]
+    pub patch: Option<[usize; 3]>,
+    /// Overlap between neighbouring patches, in voxels of the model grid.
+    #[serde(default)]
+    pub overlap: usize,
+    #[serde(default = "one")]
+    pub batch: usize,
+    #[serde(default = "ct_only")]
+    pub channels: Vec<Channel>,
+}
+
+fn unit_range() -> [f32; 2] {
+    [0.0, 1.0]
+}
+fn one() -> usize {
+    1
+}
+fn ct_only() -> Vec<Channel> {
+    vec![Channel::Ct]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    pub name: String,
+    pub activation: Activation,
+    /// Output channel index → pulmo label key ("background", "RUL", ..., "ground_glass",
+    /// "consolidation"; for a classifier, "covid").
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub role: Role,
+    pub task: Task,
+    pub file: PathBuf,
+    pub sha256: String,
+    pub licence: String,
+    pub training_data: String,
+    #[serde(default)]
+    pub description: String,
+    pub input: InputSpec,
+    pub output: OutputSpec,
+}
+
+const LOBE_KEYS: [&str; 6] = ["background", "RUL", "RML", "RLL", "LUL", "LLL"];
+const OPACITY_KEYS: [&str; 3] = ["background", "ground_glass", "consolidation"];
+
+impl Manifest {
+    pub fn load(path: &Path) -> Result<Manifest, InferError> {
+        let bad = |reason: String| InferError::Manifest {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let m: Manifest = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        m.validate().map_err(bad)?;
+        Ok(m)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("sha256 must be 64 hexadecimal digits".into());
+        }
+        if self
+            .input
+            .spacing_mm
+            .iter()
+            .any(|&s| !(s > 0.0 && s < 20.0))
+        {
+            return Err("input.spacing_mm must be positive and below 20 mm".into());
+        }
+        if self.input.window[0] >= self.input.window[1] {
+            return Err("input.window must be [low, high] with low < high".into());
+        }
+        if self.input.batch == 0 {
+            return Err("input.batch must be at least 1".into());
+        }
+        match (self.task, self.input.layout) {
+            (Task::Segmentation, Layout::Patch3d) => {
+                let p = self
+                    .input
+                    .patch
+                    .ok_or("input.patch is required for patch3d")?;
+                if p.contains(&0) {
+                    return Err("input.patch must be positive".into());
+                }
+                if p.iter().any(|&n| self.input.overlap >= n) {
+                    return Err("input.overlap must be smaller than the patch".into());
+                }
+            }
+            (Task::Segmentation, Layout::Slice2d) => {}
+            (Task::Classification, Layout::Whole3d) => {
+                if self.input.patch.is_none() {
+                    return Err(
+                        "input.patch (the fixed input shape z, y, x) is required for whole3d"
+                            .into(),
+                    );
+                }
+            }
+            (t, l) => return Err(format!("layout {l:?} does not fit task {t:?}")),
+        }
+        let allowed: &[&str] = match self.role {
+            Role::Lobes => &LOBE_KEYS,
+            Role::Opacities => &OPACITY_KEYS,
+            Role::Covid => &["other", "covid"],
+        };
+        for (k, v) in &self.output.labels {
+            k.parse::<usize>()
+                .map_err(|_| format!("output.labels key \"{k}\" is not a channel number"))?;
+            if !allowed.contains(&v.as_str()) {
+                return Err(format!(
+                    "output.labels: \"{v}\" is not a label of a {:?} model (known: {})",
+                    self.role,
+                    allowed.join(", ")
+                ));
+            }
+        }
+        if self.role == Role::Covid && !self.output.labels.values().any(|v| v == "covid") {
+            return Err("a covid classifier must name its \"covid\" output channel".into());
+        }
+        if matches!(self.role, Role::Lobes | Role::Opacities) && self.task != Task::Segmentation {
+            return Err(format!("a {:?} model must be a segmentation", self.role));
+        }
+        Ok(())
+    }
+
+    /// Output channel of each label key.
+    pub fn channel_of(&self, key: &str) -> Option<usize> {
+        self.output
+            .labels
+            .iter()
+            .find(|(_, v)| v.as_str() == key)
+            .and_then(|(k, _)| k.parse().ok())
+    }
+}
+
+/// A model ready to run: its manifest, session and the provider it runs on.
+pub struct Model {
+    pub manifest: Manifest,
+    pub manifest_path: PathBuf,
+    pub provider: String,
+    pub session: Mutex<ort::session::Session>,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Model {
+    /// Read the manifest's model file, check its checksum and its input and output names, and
+    /// create its session.
+    pub fn load(manifest_path: &Path, cfg: &InferenceConfig) -> Result<Model, InferError> {
+        let manifest = Manifest::load(manifest_path)?;
+        let dir = manifest_path.parent().unwrap_or(Path::new("."));
+        let file = dir.join(&manifest.file);
+        let bytes = std::fs::read(&file).map_err(|e| InferError::Manifest {
+            path: manifest_path.to_path_buf(),
+            reason: format!("cannot read model file {}: {e}", file.display()),
+        })?;
+        let actual = sha256_hex(&bytes);
+        if !actual.eq_ignore_ascii_case(&manifest.sha256) {
+            return Err(InferError::Manifest {
+                path: manifest_path.to_path_buf(),
+                reason: format!(
+                    "sha256 of {} is {actual}, but the manifest says {}: the file was changed or \
+                     the manifest is stale",
+                    file.display(),
+                    manifest.sha256
+                ),
+            });
+        }
+        let rt = runtime::runtime(cfg)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (session, provider) = runtime::session(&rt, &bytes, &cfg.execution_providers, threads)?;
+        let inputs: Vec<String> = session
+            .inputs()
+            .iter()
+            .map(|i| i.name().to_string())
+            .collect();
+        if !inputs.contains(&manifest.input.name) {
+            return Err(InferError::Manifest {
+                path: manifest_path.to_path_buf(),
+                reason: format!(
+                    "input.name \"{}\" is not an input of {} (its inputs: {})",
+                    manifest.input.name,
+                    file.display(),
+                    inputs.join(", ")
+                ),
+            });
+        }
+        let outputs: Vec<String> = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        if !outputs.contains(&manifest.output.name) {
+            return Err(InferError::Manifest {
+                path: manifest_path.to_path_buf(),
+                reason: format!(
+                    "output.name \"{}\" is not an output of {} (its outputs: {})",
+                    manifest.output.name,
+                    file.display(),
+                    outputs.join(", ")
+                ),
+            });
+        }
+        tracing::info!(model = %manifest.name, version = %manifest.version, %provider, "model loaded");
+        Ok(Model {
+            manifest,
+            manifest_path: manifest_path.to_path_buf(),
+            provider,
+            session: Mutex::new(session),
+        })
+    }
+}
+
+/// Every manifest (`*.toml`) in a models folder, sorted.
+pub fn manifests_in(dir: &Path) -> Result<Vec<PathBuf>, InferError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| InferError::Manifest {
+        path: dir.to_path_buf(),
+        reason: format!("cannot list the models folder: {e}"),
+    })?;
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,269 @@
+//! Cleaning model output on the source grid: the largest connected component of each lung,
+//! holes inside the lungs filled with the surrounding lobe, opacities kept inside the lungs.
+
+use std::collections::VecDeque;
+
+use rayon::prelude::*;
+
+use crate::quant::Lobe;
+
+/// A run of set voxels along x: slice z, row y, columns x0..x1 (exclusive).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    z: usize,
+    y: usize,
+    x0: usize,
+    x1: usize,
+}
+
+fn find(parent: &mut [u32], mut i: u32) -> u32 {
+    while parent[i as usize] != i {
+        let p = parent[i as usize];
+        parent[i as usize] = parent[p as usize];
+        i = p;
+    }
+    i
+}
+
+/// Union the runs of row `b` with the overlapping runs of row `a` (both sorted by x0).
+fn union_rows(
+    parent: &mut [u32],
+    a: std::ops::Range<usize>,
+    b: std::ops::Range<usize>,
+    runs: &[Run],
+) {
+    let (mut i, mut j) = (a.start, b.start);
+    while i < a.end && j < b.end {
+        let (ra, rb) = (runs[i], runs[j]);
+        if ra.x0 < rb.x1 && rb.x0 < ra.x1 {
+            let (pa, pb) = (find(parent, i as u32), find(parent, j as u32));
+            if pa != pb {
+                parent[pa.max(pb) as usize] = pa.min(pb);
+            }
+        }
+        if ra.x1 <= rb.x1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+}
+
+/// Keep only the largest 6-connected component of `mask` (`[z][y][x]` of `dims`).
+///
+/// Connected components over runs of voxels rather than voxels: a chest CT has a few runs per
+/// row, so union-find touches hundreds of thousands of runs instead of tens of millions of voxels.
+pub fn largest_component(mask: &[bool], dims: [usize; 3]) -> Vec<bool> {
+    let (nz, ny, nx) = (dims[0], dims[1], dims[2]);
+    let mut runs = Vec::new();
+    // row_start[z * ny + y] = index of the row's first run; one more entry closes the last row.
+    let mut row_start = Vec::with_capacity(nz * ny + 1);
+    for z in 0..nz {
+        for y in 0..ny {
+            row_start.push(runs.len());
+            let row = &mask[(z * ny + y) * nx..(z * ny + y + 1) * nx];
+            let mut x = 0;
+            while x < nx {
+                if row[x] {
+                    let x0 = x;
+                    while x < nx && row[x] {
+                        x += 1;
+                    }
+                    runs.push(Run { z, y, x0, x1: x });
+                } else {
+                    x += 1;
+                }
+            }
+        }
+    }
+    row_start.push(runs.len());
+    let mut parent: Vec<u32> = (0..runs.len() as u32).collect();
+    let row = |z: usize, y: usize| row_start[z * ny + y]..row_start[z * ny + y + 1];
+    for z in 0..nz {
+        for y in 0..ny {
+            if y > 0 {
+                union_rows(&mut parent, row(z, y - 1), row(z, y), &runs);
+            }
+            if z > 0 {
+                union_rows(&mut parent, row(z - 1, y), row(z, y), &runs);
+            }
+        }
+    }
+    let mut size = vec![0usize; runs.len()];
+    for (i, run) in runs.iter().enumerate() {
+        let r = find(&mut parent, i as u32) as usize;
+        size[r] += run.x1 - run.x0;
+    }
+    let mut keep = vec![false; mask.len()];
+    let Some(best) = (0..runs.len()).max_by_key(|&i| (size[i], std::cmp::Reverse(i))) else {
+        return keep;
+    };
+    for (i, &r) in runs.iter().enumerate() {
+        if find(&mut parent, i as u32) as usize == best {
+            let base = (r.z * ny + r.y) * nx;
+            keep[base + r.x0..base + r.x1].fill(true);
+        }
+    }
+    keep
+}
+
+/// Only the hole filling of `clean_lobes`, for masks that are not lobes.
+pub fn clean_lobes_holes_only(labels: &mut [u8], dims: [usize; 3]) {
+    fill_holes(labels, dims);
+}
+
+/// Fill, slice by slice, background enclosed by lung with the label of the lung around it.
+fn fill_holes(labels: &mut [u8], dims: [usize; 3]) {
+    let (ny, nx) = (dims[1], dims[2]);
+    let plane = ny * nx;
+    labels.par_chunks_mut(plane).for_each(|slab| {
+        // Background reachable from the slice border is outside; the rest is a hole.
+        let mut outside = vec![false; plane];
+        let mut queue = VecDeque::new();
+        for i in 0..plane {
+            let (x, y) = (i % nx, i / nx);
+            if (x == 0 || y == 0 || x + 1 == nx || y + 1 == ny) && slab[i] == 0 {
+                outside[i] = true;
+                queue.push_back(i);
+            }
+        }
+        while let Some(i) = queue.pop_front() {
+            let (x, y) = (i % nx, i / nx);
+            let mut visit = |j: usize| {
+                if slab[j] == 0 && !outside[j] {
+                    outside[j] = true;
+                    queue.push_back(j);
+                }
+            };
+            if x > 0 {
+                visit(i - 1);
+            }
+            if x + 1 < nx {
+                visit(i + 1);
+            }
+            if y > 0 {
+                visit(i - nx);
+            }
+            if y + 1 < ny {
+                visit(i + nx);
+            }
+        }
+        // Grow the surrounding labels into the holes, breadth first from their rims: each hole
+        // voxel takes the label of the nearest lung voxel, in time linear in the hole's size.
+        let mut queue = VecDeque::new();
+        for i in 0..plane {
+            if slab[i] != 0 || outside[i] {
+                continue;
+            }
+            let (x, y) = (i % nx, i / nx);
+            let nb = [
+                (x > 0).then(|| i - 1),
+                (x + 1 < nx).then(|| i + 1),
+                (y > 0).then(|| i - nx),
+                (y + 1 < ny).then(|| i + nx),
+            ];
+            if nb.into_iter().flatten().any(|j| slab[j] > 0) {
+                queue.push_back(i);
+                outside[i] = true; // queued
+            }
+        }
+        while let Some(i) = queue.pop_front() {
+            let (x, y) = (i % nx, i / nx);
+            let nb = [
+                (x > 0).then(|| i - 1),
+                (x + 1 < nx).then(|| i + 1),
+                (y > 0).then(|| i - nx),
+                (y + 1 < ny).then(|| i + nx),
+            ];
+            if slab[i] == 0
+                && let Some(l) = nb.into_iter().flatten().map(|j| slab[j]).find(|&l| l > 0)
+            {
+                slab[i] = l;
+            }
+            for j in nb.into_iter().flatten() {
+                if slab[j] == 0 && !outside[j] {
+                    outside[j] = true;
+                    queue.push_back(j);
+                }
+            }
+        }
+    });
+}
+
+/// Clean a lobe label volume in place: largest component per lung, then holes filled.
+pub fn clean_lobes(labels: &mut [u8], dims: [usize; 3]) {
+    let right = [Lobe::RightUpper, Lobe::RightMiddle, Lobe::RightLower].map(Lobe::label);
+    let left = [Lobe::LeftUpper, Lobe::LeftLower].map(Lobe::label);
+    for side in [&right[..], &left[..]] {
+        let mask: Vec<bool> = labels.iter().map(|l| side.contains(l)).collect();
+        let keep = largest_component(&mask, dims);
+        for ((l, m), k) in labels.iter_mut().zip(&mask).zip(&keep) {
+            if *m && !*k {
+                *l = 0;
+            }
+        }
+    }
+    fill_holes(labels, dims);
+}
+
+/// Opacities only count inside the lungs.
+pub fn opacities_inside_lungs(opacities: &mut [u8], lobes: &[u8]) {
+    for (o, &l) in opacities.iter_mut().zip(lobes) {
+        if l == 0 {
+            *o = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_largest_component() {
+        // 1 × 1 × 7: components of size 2 and 3.
+        let mask = [true, true, false, true, true, true, false];
+        let keep = largest_component(&mask, [1, 1, 7]);
+        assert_eq!(keep, vec![false, false, false, true, true, true, false]);
+    }
+
+    #[test]
+    fn components_connect_across_rows_and_slices_only_through_faces() {
+        // 2 × 3 × 3: an L through two slices (5 voxels) and a diagonal neighbour (not connected).
+        #[rustfmt::skip]
+        let mask = [
+            true,  true,  false,
+            false, false, false,
+            false, false, true,
+            // slice 1
+            true,  false, false,
+            true,  false, false,
+            false, false, false,
+        ];
+        let keep = largest_component(&mask, [2, 3, 3]);
+        let kept: Vec<usize> = (0..18).filter(|&i| keep[i]).collect();
+        assert_eq!(kept, vec![0, 1, 9, 12]);
+    }
+
+    #[test]
+    fn fills_a_hole_with_the_lobe_around_it() {
+        #[rustfmt::skip]
+        let mut l = vec![
+            0, 0, 0, 0, 0,
+            0, 1, 1, 1, 0,
+            0, 1, 0, 1, 0,
+            0, 1, 1, 1, 0,
+            0, 0, 0, 0, 0,
+        ];
+        clean_lobes(&mut l, [1, 5, 5]);
+        assert_eq!(l[12], 1);
+        assert_eq!(l[0], 0);
+    }
+
+    #[test]
+    fn drops_a_stray_island_of_the_same_lung() {
+        let mut l = vec![1, 1, 1, 0, 0, 2, 0];
+        clean_lobes(&mut l, [1, 1, 7]);
+        assert_eq!(l, vec![1, 1, 1, 0, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,199 @@
+//! Moving data between the source CT grid and a model's grid.
+//!
+//! Both grids cover the same box: the model grid has `round(extent / target spacing)` voxels per
+//! axis, so its spacing is within half a voxel of the manifest's and its edges coincide with the
+//! source's. Model voxel i then has its centre at source index `-0.5 + (i + 0.5) · n_src / n_model`,
+//! which makes a 2× resampling of block-aligned data exact (the tests rely on that).
+//!
+//! HU go to the model by trilinear interpolation. Labels come back as the argmax on the model
+//! grid, carried to each source voxel from the model voxel that contains its centre (nearest
+//! neighbour). Interpolating class probabilities instead would look smoother, but trilinear weights
+//! on near one-hot classes shrink every convex corner (a corner voxel keeps only 0.75³ of its own
+//! class), which biases small opacities low; the nearest model voxel is the model's own decision,
+//! exact, and needs no full-size probability volume.
+
+use rayon::prelude::*;
+
+use crate::volume::Geometry;
+
+/// A model grid over a source volume; arrays are `[z][y][x]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelGrid {
+    pub dims: [usize; 3],
+    pub src_dims: [usize; 3],
+    /// Source voxels per model voxel, per axis (z, y, x).
+    pub scale: [f64; 3],
+}
+
+impl ModelGrid {
+    /// Grid with about `spacing_mm` (x, y, z) voxels over `src`.
+    pub fn with_spacing(src: &Geometry, spacing_mm: [f64; 3]) -> ModelGrid {
+        let src_dims = [src.slices, src.rows, src.columns];
+        let src_sp = [src.spacing[2], src.spacing[1], src.spacing[0]];
+        let target = [spacing_mm[2], spacing_mm[1], spacing_mm[0]];
+        let mut dims = [0; 3];
+        for a in 0..3 {
+            let extent = src_dims[a] as f64 * src_sp[a];
+            dims[a] = ((extent / target[a]).round() as usize).max(1);
+        }
+        ModelGrid::with_dims(src, dims)
+    }
+
+    /// Grid of a fixed shape (z, y, x) over `src`.
+    pub fn with_dims(src: &Geometry, dims: [usize; 3]) -> ModelGrid {
+        let src_dims = [src.slices, src.rows, src.columns];
+        let mut scale = [1.0; 3];
+        for a in 0..3 {
+            scale[a] = src_dims[a] as f64 / dims[a] as f64;
+        }
+        ModelGrid {
+            dims,
+            src_dims,
+            scale,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Linear interpolation taps (i0, i1, weight of i1) for sampling an axis of length `n` at `x`.
+fn taps(x: f64, n: usize) -> (usize, usize, f32) {
+    let x = x.clamp(0.0, (n - 1) as f64);
+    let i0 = x.floor() as usize;
+    let i1 = (i0 + 1).min(n - 1);
+    (i0, i1, (x - i0 as f64) as f32)
+}
+
+/// Taps to sample an axis of length `from` at the centres of `to` voxels spanning the same box.
+fn axis_taps(from: usize, to: usize) -> Vec<(usize, usize, f32)> {
+    let scale = from as f64 / to as f64;
+    (0..to)
+        .map(|i| taps(-0.5 + (i as f64 + 0.5) * scale, from))
+        .collect()
+}
+
+/// Trilinear resampling of `data` (`[z][y][x]` of `from` dims) onto `to` dims over the same box.
+/// Generic over the sample type so that HU (i16) are read in place, without a float copy.
+pub fn resample<T: Copy + Into<f32> + Sync>(
+    data: &[T],
+    from: [usize; 3],
+    to: [usize; 3],
+) -> Vec<f32> {
+    let (tz, ty, tx) = (
+        axis_taps(from[0], to[0]),
+        axis_taps(from[1], to[1]),
+        axis_taps(from[2], to[2]),
+    );
+    let plane_from = from[1] * from[2];
+    let mut out = vec![0f32; to[0] * to[1] * to[2]];
+    out.par_chunks_mut(to[1] * to[2])
+        .enumerate()
+        .for_each(|(k, slab)| {
+            let (z0, z1, wz) = tz[k];
+            for (j, &(y0, y1, wy)) in ty.iter().enumerate() {
+                for (i, &(x0, x1, wx)) in tx.iter().enumerate() {
+                    let at = |z: usize, y: usize, x: usize| -> f32 {
+                        data[z * plane_from + y * from[2] + x].into()
+                    };
+                    let c00 = at(z0, y0, x0) * (1.0 - wx) + at(z0, y0, x1) * wx;
+                    let c01 = at(z0, y1, x0) * (1.0 - wx) + at(z0, y1, x1) * wx;
+                    let c10 = at(z1, y0, x0) * (1.0 - wx) + at(z1, y0, x1) * wx;
+                    let c11 = at(z1, y1, x0) * (1.0 - wx) + at(z1, y1, x1) * wx;
+                    let c0 = c00 * (1.0 - wy) + c01 * wy;
+                    let c1 = c10 * (1.0 - wy) + c11 * wy;
+                    slab[j * to[2] + i] = c0 * (1.0 - wz) + c1 * wz;
+                }
+            }
+        });
+    out
+}
+
+/// Nearest-neighbour resampling of labels onto `to` dims over the same box.
+pub fn resample_nearest(data: &[u8], from: [usize; 3], to: [usize; 3]) -> Vec<u8> {
+    let near = |from: usize, to: usize| -> Vec<usize> {
+        let scale = from as f64 / to as f64;
+        (0..to)
+            .map(|i| ((i as f64 + 0.5) * scale).floor().min((from - 1) as f64) as usize)
+            .collect()
+    };
+    let (nz, ny, nx) = (
+        near(from[0], to[0]),
+        near(from[1], to[1]),
+        near(from[2], to[2]),
+    );
+    let mut out = Vec::with_capacity(to.iter().product());
+    for &z in &nz {
+        for &y in &ny {
+            for &x in &nx {
+                out.push(data[(z * from[1] + y) * from[2] + x]);
+            }
+        }
+    }
+    out
+}
+
+/// Labels on the source grid: argmax of the class probabilities (`channels` planes of the model
+/// grid, channel major), mapped through `label_of_channel`, carried back by nearest neighbour.
+pub fn labels_to_source(
+    probs: &[f32],
+    channels: usize,
+    grid: &ModelGrid,
+    label_of_channel: &[u8],
+) -> Vec<u8> {
+    let n = grid.len();
+    let model_labels: Vec<u8> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let mut best = (0usize, f32::NEG_INFINITY);
+            for c in 0..channels {
+                let v = probs[c * n + i];
+                if v > best.1 {
+                    best = (c, v);
+                }
+            }
+            label_of_channel[best.0]
+        })
+        .collect();
+    resample_nearest(&model_labels, grid.dims, grid.src_dims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_resampling_is_exact() {
+        let data: Vec<f32> = (0..60).map(|v| v as f32).collect();
+        assert_eq!(resample(&data, [3, 4, 5], [3, 4, 5]), data);
+    }
+
+    #[test]
+    fn halving_block_aligned_data_is_exact() {
+        // 1D along x: blocks of two equal values.
+        let data = [1.0, 1.0, 5.0, 5.0, 9.0, 9.0];
+        assert_eq!(resample(&data, [1, 1, 6], [1, 1, 3]), vec![1.0, 5.0, 9.0]);
+    }
+
+    #[test]
+    fn probabilities_come_back_to_the_right_voxels() {
+        // Model grid of 3 voxels along x, one-hot classes 0,1,1; source of 6 voxels.
+        let probs = [1.0, 0.0, 0.0, 0.0, 1.0, 1.0];
+        let grid = ModelGrid {
+            dims: [1, 1, 3],
+            src_dims: [1, 1, 6],
+            scale: [1.0, 1.0, 2.0],
+        };
+        let labels = labels_to_source(&probs, 2, &grid, &[0, 7]);
+        assert_eq!(labels, vec![0, 0, 7, 7, 7, 7]);
+        // Each source voxel takes the decision of the model voxel containing its centre.
+        let probs = [0.0, 1.0, 0.0, 1.0, 0.0, 1.0];
+        let labels = labels_to_source(&probs, 2, &grid, &[0, 7]);
+        assert_eq!(labels, vec![7, 7, 0, 0, 7, 7]);
+    }
+}

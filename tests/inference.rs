@@ -1,0 +1,420 @@
+//! The inference machinery with tiny ONNX models built by the tests (onnx.helper, no training),
+//! run by the real ONNX Runtime; measurements and quality checks on the phantom's ground truth.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use pulmo::config::InferenceConfig;
+use pulmo::infer::model::Model;
+use pulmo::infer::resample::ModelGrid;
+use pulmo::infer::{self, run};
+use pulmo::iod::transfer_syntax::Syntax;
+use pulmo::phantom::{self, Params, Phantom, Size};
+use pulmo::quant::{self, qc};
+use pulmo::volume::{Geometry, Volume};
+
+/// Build the test models under `dir` (machinery/ and set/).
+fn models(dir: &Path) -> PathBuf {
+    run_ok(
+        Command::new(python())
+            .arg(repo().join("tests/py/make_models.py"))
+            .arg(dir),
+    );
+    dir.to_path_buf()
+}
+
+fn cpu(models_dir: &Path) -> InferenceConfig {
+    InferenceConfig {
+        models_dir: models_dir.to_path_buf(),
+        execution_providers: vec!["cpu".into()],
+        onnxruntime_library: None,
+    }
+}
+
+/// Copy a model and its manifest to `to`, editing the manifest text.
+fn variant(from: &Path, name: &str, to: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    std::fs::create_dir_all(to).expect("dir");
+    std::fs::copy(
+        from.join(format!("{name}.onnx")),
+        to.join(format!("{name}.onnx")),
+    )
+    .expect("copy");
+    let text = std::fs::read_to_string(from.join(format!("{name}.toml"))).expect("manifest");
+    let path = to.join(format!("{name}.toml"));
+    std::fs::write(&path, edit(text)).expect("write");
+    path
+}
+
+fn geometry(dims: [usize; 3], spacing: f64) -> Geometry {
+    Geometry {
+        rows: dims[1],
+        columns: dims[2],
+        slices: dims[0],
+        origin: [0.0; 3],
+        row_direction: [1.0, 0.0, 0.0],
+        column_direction: [0.0, 1.0, 0.0],
+        slice_direction: [0.0, 0.0, 1.0],
+        spacing: [spacing; 3],
+    }
+}
+
+/// Deterministic HU in ±(100..900), never 0, constant over blocks of `block` voxels.
+fn blocky_volume(dims: [usize; 3], block: usize) -> Volume {
+    let mut hu = Vec::with_capacity(dims.iter().product());
+    for k in 0..dims[0] {
+        for j in 0..dims[1] {
+            for i in 0..dims[2] {
+                let (a, b, c) = ((k / block) as u64, (j / block) as u64, (i / block) as u64);
+                let h = (a * 73_856_093) ^ (b * 19_349_663) ^ (c * 83_492_791);
+                let h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+                let mag = 100 + (h % 800) as i16;
+                hu.push(if h % 3 == 0 { mag } else { -mag });
+            }
+        }
+    }
+    Volume {
+        geometry: geometry(dims, 1.0),
+        hu,
+    }
+}
+
+#[test]
+fn threshold_model_gives_exact_masks_after_resampling_and_back() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let m = models(tmp.path());
+    let machinery = m.join("machinery");
+    // Model spacing 2 mm on a 1 mm source: 2×2×2 blocks come back exactly.
+    let model = Model::load(&machinery.join("threshold.toml"), &cpu(&machinery)).expect("load");
+    let volume = blocky_volume([24, 40, 40], 2);
+    let labels = infer::segment_volume(&model, &volume, &mut |_, _| {}).expect("segment");
+    let expected: Vec<u8> = volume.hu.iter().map(|&h| u8::from(h > 0)).collect();
+    let wrong = labels.iter().zip(&expected).filter(|(a, b)| a != b).count();
+    assert_eq!(wrong, 0, "2 mm model grid: {wrong} voxels differ");
+
+    // Same spacing as the source, voxel-wise random values, several overlapping patches.
+    let same = variant(&machinery, "threshold", &tmp.path().join("same"), |t| {
+        t.replace(
+            "spacing_mm = [2.0, 2.0, 2.0]",
+            "spacing_mm = [1.0, 1.0, 1.0]",
+        )
+    });
+    let model = Model::load(&same, &cpu(same.parent().expect("dir"))).expect("load");
+    let volume = blocky_volume([37, 45, 70], 1);
+    let labels = infer::segment_volume(&model, &volume, &mut |_, _| {}).expect("segment");
+    let expected: Vec<u8> = volume.hu.iter().map(|&h| u8::from(h > 0)).collect();
+    let wrong = labels.iter().zip(&expected).filter(|(a, b)| a != b).count();
+    assert_eq!(wrong, 0, "1 mm model grid: {wrong} voxels differ");
+}
+
+#[test]
+fn tiled_inference_equals_whole_volume_inference() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let m = models(tmp.path()).join("machinery");
+    let mut model = Model::load(&m.join("conv.toml"), &cpu(&m)).expect("load");
+    let volume = blocky_volume([40, 48, 56], 1);
+    let grid = ModelGrid::with_spacing(&volume.geometry, model.manifest.input.spacing_mm);
+    assert_eq!(grid.dims, [40, 48, 56]);
+    let input = infer::prepare_ct(&volume, &grid, &model.manifest);
+    let pad = [model.manifest.input.scale_to[0]];
+    // Patches of 16 with an overlap of 8: 3×3×3 receptive field, far smaller than the overlap.
+    let mut tiles = 0;
+    let (tiled, k) = run::segment(
+        &model,
+        std::slice::from_ref(&input),
+        &pad,
+        grid.dims,
+        &mut |_, n| tiles = n,
+    )
+    .expect("tiled");
+    assert!(tiles >= 27, "only {tiles} patches");
+    model.manifest.input.patch = Some(grid.dims);
+    model.manifest.input.overlap = 0;
+    let (whole, k2) =
+        run::segment(&model, &[input], &pad, grid.dims, &mut |_, _| {}).expect("whole");
+    assert_eq!((k, k2), (3, 3));
+    let max = tiled
+        .iter()
+        .zip(&whole)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(max < 1e-5, "tiled and whole differ by {max}");
+}
+
+#[test]
+fn bad_manifests_are_refused_with_clear_messages() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let m = models(tmp.path()).join("machinery");
+    type Edit = Box<dyn Fn(String) -> String>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "sha",
+            Box::new(|t: String| {
+                let start = t.find("sha256 = \"").expect("sha") + 10;
+                format!("{}{}{}", &t[..start], "0".repeat(64), &t[start + 64..])
+            }),
+            "sha256 of",
+        ),
+        (
+            "input",
+            Box::new(|t: String| t.replace("name = \"ct\"", "name = \"image\"")),
+            "input.name \"image\" is not an input",
+        ),
+        (
+            "output",
+            Box::new(|t: String| t.replace("name = \"logits\"", "name = \"probs\"")),
+            "output.name \"probs\" is not an output",
+        ),
+        (
+            "label",
+            Box::new(|t: String| t.replace("\"ground_glass\"", "\"fog\"")),
+            "\"fog\" is not a label",
+        ),
+        (
+            "overlap",
+            Box::new(|t: String| t.replace("overlap = 4", "overlap = 40")),
+            "overlap must be smaller",
+        ),
+    ];
+    for (name, edit, needle) in cases {
+        let path = variant(&m, "threshold", &tmp.path().join(name), edit);
+        let err = match Model::load(&path, &cpu(path.parent().expect("dir"))) {
+            Ok(_) => panic!("{name}: the manifest was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(needle), "{name}: {err}");
+    }
+}
+
+#[test]
+fn missing_onnx_runtime_gives_the_install_hint_and_no_panic() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let m = models(&tmp.path().join("models")).join("set");
+    write_phantom(
+        &tmp.path().join("study"),
+        &small(71),
+        Syntax::Explicit,
+        false,
+        false,
+    );
+    let cfg = tmp.path().join("pulmo.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[inference]\nmodels_dir = \"{}\"\nonnxruntime_library = \"/nonexistent/libonnxruntime.so\"\n",
+            m.display()
+        ),
+    )
+    .expect("config");
+    let out = run(pulmo()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("analyze")
+        .arg(tmp.path().join("study/dicom"))
+        .arg("--out")
+        .arg(tmp.path().join("out")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("ONNX Runtime library not found"), "{err}");
+    assert!(err.contains("pip install onnxruntime"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // A file that is not a library: a clear error, still no panic.
+    let fake = tmp.path().join("libonnxruntime.so");
+    std::fs::write(&fake, "not a library").expect("write");
+    std::fs::write(
+        &cfg,
+        format!("[inference]\nmodels_dir = \"{}\"\n", m.display()),
+    )
+    .expect("cfg");
+    let out = run(pulmo()
+        .env("ORT_DYLIB_PATH", &fake)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("models")
+        .arg("check"));
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("cannot load ONNX Runtime"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
+
+/// Labels of a truth NIfTI written by the phantom (uint8 after a 352-byte header).
+fn read_nifti_labels(path: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).expect("open"))
+        .read_to_end(&mut bytes)
+        .expect("gunzip");
+    bytes.split_off(352)
+}
+
+#[test]
+fn quant_reproduces_truth_json_from_the_truth_label_volumes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cases = vec![
+        (small(81), "small covid"),
+        (Params::new(82, Size::Full), "full covid"),
+    ];
+    let mut lobar = small(83);
+    lobar.pattern = phantom::Pattern::Lobar;
+    cases.push((lobar, "small lobar"));
+    for (params, what) in cases {
+        let dir = tmp.path().join(what.replace(' ', "-"));
+        write_phantom(&dir, &params, Syntax::Explicit, false, false);
+        let truth: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("truth/truth.json")).expect("truth"),
+        )
+        .expect("json");
+        let lobes = read_nifti_labels(&dir.join("truth/lobes.nii.gz"));
+        let opac = read_nifti_labels(&dir.join("truth/opacities.nii.gz"));
+        let sp: Vec<f64> = truth["geometry"]["spacing"]
+            .as_array()
+            .expect("spacing")
+            .iter()
+            .map(|v| v.as_f64().expect("f64"))
+            .collect();
+        let m = quant::measure(&lobes, &opac, sp[0] * sp[1] * sp[2] / 1000.0);
+        let got = serde_json::to_value(&m).expect("json");
+        for key in ["RUL", "RML", "RLL", "LUL", "LLL"] {
+            assert_eq!(got["lobes"][key], truth["lobes"][key], "{what} {key}");
+        }
+        assert_eq!(got["whole_lung"], truth["whole_lung"], "{what}");
+    }
+}
+
+fn checks(p: &Phantom) -> Vec<qc::QcCheck> {
+    let m = quant::measure(&p.lobes, &p.opacities, p.volume.geometry.voxel_volume_ml());
+    qc::check(&p.volume, &p.lobes, &m)
+}
+
+fn failed(checks: &[qc::QcCheck]) -> Vec<&'static str> {
+    checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.name)
+        .collect()
+}
+
+/// The phantom cut two slices below the top of its lungs.
+fn cut_above_apex(mut p: Phantom) -> Phantom {
+    let g = &mut p.volume.geometry;
+    let plane = g.rows * g.columns;
+    let top = (0..g.slices)
+        .rev()
+        .find(|&k| p.lobes[k * plane..(k + 1) * plane].iter().any(|&l| l > 0))
+        .expect("lungs");
+    let keep = top - 2;
+    g.slices = keep;
+    p.volume.hu.truncate(keep * plane);
+    p.lobes.truncate(keep * plane);
+    p.opacities.truncate(keep * plane);
+    p
+}
+
+/// Every `n`-th slice of the phantom.
+fn every_nth_slice(mut p: Phantom, n: usize) -> Phantom {
+    let g = p.volume.geometry.clone();
+    let plane = g.rows * g.columns;
+    let take = |v: &[u8]| -> Vec<u8> {
+        (0..g.slices)
+            .step_by(n)
+            .flat_map(|k| v[k * plane..(k + 1) * plane].to_vec())
+            .collect()
+    };
+    p.volume.hu = (0..g.slices)
+        .step_by(n)
+        .flat_map(|k| p.volume.hu[k * plane..(k + 1) * plane].to_vec())
+        .collect();
+    p.lobes = take(&p.lobes);
+    p.opacities = take(&p.opacities);
+    p.volume.geometry.slices = g.slices.div_ceil(n);
+    p.volume.geometry.spacing[2] = g.spacing[2] * n as f64;
+    p
+}
+
+#[test]
+fn quality_checks_pass_on_truth_and_fire_when_they_should() {
+    for (seed, severity) in [
+        (91, phantom::Severity::Moderate),
+        (92, phantom::Severity::Severe),
+        (97, phantom::Severity::Critical),
+        (98, phantom::Severity::Critical),
+    ] {
+        let mut params = small(seed);
+        params.severity = severity;
+        let p = phantom::generate(&params);
+        let c = checks(&p);
+        assert!(failed(&c).is_empty(), "seed {seed} {severity:?}: {c:#?}");
+    }
+    let cut = cut_above_apex(phantom::generate(&small(93)));
+    assert_eq!(failed(&checks(&cut)), vec!["lung_coverage"]);
+    let coarse = every_nth_slice(phantom::generate(&Params::new(94, Size::Full)), 7);
+    assert_eq!(coarse.volume.geometry.spacing[2], 7.0);
+    assert_eq!(failed(&checks(&coarse)), vec!["slice_spacing"]);
+}
+
+#[test]
+fn analyze_writes_findings_and_says_when_a_check_failed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let m = models(&tmp.path().join("models")).join("set");
+    let cfg = tmp.path().join("pulmo.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[inference]\nmodels_dir = \"{}\"\nexecution_providers = [\"cuda\", \"cpu\"]\n",
+            m.display()
+        ),
+    )
+    .expect("config");
+    let cut = cut_above_apex(phantom::generate(&small(95)));
+    let coarse = every_nth_slice(phantom::generate(&Params::new(96, Size::Full)), 7);
+    for (p, check) in [(cut, "lung_coverage"), (coarse, "slice_spacing")] {
+        let dir = tmp.path().join(check);
+        phantom::study::write(
+            &p,
+            &dir,
+            phantom::study::StudyOptions {
+                syntax: Syntax::Explicit,
+                extra_series: false,
+                shuffle: false,
+            },
+        )
+        .expect("written");
+        let out = run(pulmo()
+            .arg("--config")
+            .arg(&cfg)
+            .arg("analyze")
+            .arg(dir.join("dicom"))
+            .arg("--out")
+            .arg(dir.join("out")));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{check}: {err}");
+        assert!(err.contains("analysed with warnings"), "{err}");
+        let f: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("out/findings.json")).expect("findings"),
+        )
+        .expect("json");
+        let c = f["qc"]
+            .as_array()
+            .expect("qc")
+            .iter()
+            .find(|c| c["name"] == check)
+            .expect("check present");
+        assert_eq!(c["passed"], false, "{check}: {c}");
+        assert!(c["message"].as_str().is_some_and(|s| !s.is_empty()));
+        // The shape truth.json has, plus what the findings add.
+        for key in ["RUL", "RML", "RLL", "LUL", "LLL"] {
+            assert!(f["lobes"][key]["plo_percent"].is_number(), "{key}");
+        }
+        assert!(f["whole_lung"]["ctss_total"].is_number());
+        assert!(f["covid_probability"].is_number());
+        assert_eq!(f["execution_provider"], "cpu");
+        assert_eq!(f["models"].as_array().map(Vec::len), Some(3));
+        assert!(f["series"]["series_instance_uid"].is_string());
+        assert!(f["note"].as_str().is_some_and(|s| s.contains("synthetic")));
+    }
+}
