@@ -30,3 +30,13 @@ if [ ! -f "$stamp" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/requirements.txt"
   touch "$stamp"
 fi
+
+# dcmjs (the parser OHIF uses), pinned, in build/node.
+node_dir="$build/node"
+if [ ! -f "$node_dir/node_modules/dcmjs/package.json" ] || \
+   ! grep -q '"version": "0.52.2"' "$node_dir/node_modules/dcmjs/package.json"; then
+  command -v npm >/dev/null 2>&1 || { echo "setup: npm is missing (apt-get install nodejs npm)" >&2; exit 1; }
+  echo "setup: installing dcmjs 0.52.2 in $node_dir"
+  mkdir -p "$node_dir"
+  npm install --silent --no-audit --no-fund --prefix "$node_dir" dcmjs@0.52.2 >/dev/null
+fi

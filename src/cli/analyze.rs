@@ -19,7 +19,7 @@ pub const EXIT_QC_WARNINGS: u8 = 3;
 pub struct AnalyzeArgs {
     /// Folder of DICOM files of one study (read recursively)
     input: PathBuf,
-    /// Output folder: findings.json
+    /// Output folder: findings.json, seg-lobes.dcm, seg-opacities.dcm
     #[arg(long)]
     out: PathBuf,
 }
@@ -62,12 +62,13 @@ pub fn run(a: AnalyzeArgs, config: &Config) -> anyhow::Result<ExitCode> {
     } else {
         &mut log
     };
-    let (analysis, _masks) = analyze::analyze(&a.input, config, &models, progress)
+    let (analysis, masks) = analyze::analyze(&a.input, config, &models, progress)
         .with_context(|| format!("the study in {} could not be analysed", a.input.display()))?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let path = a.out.join("findings.json");
     std::fs::write(&path, serde_json::to_string_pretty(&analysis)? + "\n")
         .with_context(|| format!("writing {}", path.display()))?;
+    let segs = analyze::write_segs(&a.out, &analysis, &masks).context("writing the SEG objects")?;
 
     let f = &analysis.findings;
     println!(
@@ -103,6 +104,9 @@ pub fn run(a: AnalyzeArgs, config: &Config) -> anyhow::Result<ExitCode> {
         );
     }
     println!("findings: {}", path.display());
+    for p in &segs {
+        println!("segmentation: {}", p.display());
+    }
     if f.qc_passed {
         Ok(ExitCode::SUCCESS)
     } else {

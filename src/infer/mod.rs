@@ -38,7 +38,7 @@ pub enum InferError {
 }
 
 /// Name, version and checksum of a model as reports cite it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ModelInfo {
     pub role: Role,
     pub name: String,

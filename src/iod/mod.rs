@@ -5,8 +5,11 @@
 //! - `rle`: RLE Lossless encoding (PS3.5 Annex G), which dicom-rs cannot encode.
 //! - `ct`: CT Image Storage instances (the phantom's series).
 
+pub mod codes;
+pub mod common;
 pub mod ct;
 pub mod rle;
+pub mod seg;
 pub mod transfer_syntax;
 pub mod uid;
 

@@ -12,6 +12,7 @@ use super::select::Skipped;
 use super::{ReadStudyError, read_study};
 use crate::config::Config;
 use crate::infer::{self, InferError, ModelInfo, ModelSet, postprocess};
+use crate::iod::common::SourceSeries;
 use crate::quant::{self, Findings, qc};
 use crate::volume::{Geometry, Volume};
 
@@ -74,6 +75,101 @@ pub struct Masks {
     pub volume: Volume,
     pub lobes: Vec<u8>,
     pub opacities: Vec<u8>,
+    pub source: SourceSeries,
+}
+
+/// A version string of the model set, for deterministic result UIDs.
+pub fn model_set_version(models: &[ModelInfo]) -> String {
+    models
+        .iter()
+        .map(|m| {
+            format!(
+                "{}@{}#{}",
+                m.name,
+                m.version,
+                &m.sha256[..m.sha256.len().min(12)]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+/// Build and write both SEGs (lobes, opacities) into `out`; returns their paths.
+pub fn write_segs(
+    out: &Path,
+    analysis: &Analysis,
+    masks: &Masks,
+) -> Result<Vec<std::path::PathBuf>, crate::iod::seg::SegError> {
+    write_segs_for(
+        out,
+        &masks.source,
+        &masks.lobes,
+        &masks.opacities,
+        &analysis.models,
+    )
+}
+
+/// Build and write both SEGs from label volumes on the source grid.
+pub fn write_segs_for(
+    out: &Path,
+    source: &SourceSeries,
+    lobes: &[u8],
+    opacities: &[u8],
+    models: &[ModelInfo],
+) -> Result<Vec<std::path::PathBuf>, crate::iod::seg::SegError> {
+    use crate::iod::common::{Kind, ResultUids};
+    use crate::iod::seg;
+    let uids = ResultUids::new(source, &model_set_version(models));
+    let model = |role: crate::infer::model::Role| {
+        models
+            .iter()
+            .find(|m| m.role == role)
+            .map(|m| (m.name.clone(), m.version.clone()))
+            .unwrap_or_else(|| ("unknown".into(), "unknown".into()))
+    };
+    let mut written = Vec::new();
+    for (kind, labels, segments, role, label, what) in [
+        (
+            Kind::SegLobes,
+            lobes,
+            seg::lobe_segments(),
+            crate::infer::model::Role::Lobes,
+            "LOBES",
+            "lung lobes",
+        ),
+        (
+            Kind::SegOpacities,
+            opacities,
+            seg::opacity_segments(),
+            crate::infer::model::Role::Opacities,
+            "OPACITIES",
+            "lung opacities",
+        ),
+    ] {
+        let (name, version) = model(role);
+        let meta = seg::SegMeta {
+            series_uid: uids.series(kind),
+            sop_instance_uid: uids.instance(kind),
+            series_number: kind.series_number(),
+            series_description: format!("pulmo {what} (SEG, unverified)"),
+            content_label: label.into(),
+            // LO: at most 64 characters.
+            content_description: format!(
+                "pulmo {} {what}; unverified, not for clinical use",
+                env!("CARGO_PKG_VERSION")
+            ),
+            algorithm_name: name,
+            algorithm_version: version,
+        };
+        let obj = seg::build(source, labels, &segments, &meta)?;
+        let path = out.join(match kind {
+            Kind::SegLobes => "seg-lobes.dcm",
+            _ => "seg-opacities.dcm",
+        });
+        seg::write(obj, &meta, &path)?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 pub const NOTE: &str = "Automated analysis by pulmo with reference models trained on synthetic data \
@@ -97,6 +193,14 @@ pub fn analyze(
     let t = Instant::now();
     let study = read_study(dir, &config.selection)?;
     timed("read", t, progress);
+    let c = &study.selection.chosen;
+    let source = super::scan::source_series(&c.frames, &study.volume.geometry, c.slice_thickness)
+        .map_err(|reason| {
+        ReadStudyError::Assemble(super::assemble::AssembleError::Instance {
+            path: c.frames.first().map(|f| f.path.clone()).unwrap_or_default(),
+            reason,
+        })
+    })?;
     let volume = study.volume;
     let g = volume.geometry.clone();
     let dims = [g.slices, g.rows, g.columns];
@@ -189,6 +293,7 @@ pub fn analyze(
             volume,
             lobes,
             opacities,
+            source,
         },
     ))
 }

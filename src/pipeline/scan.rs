@@ -208,3 +208,45 @@ pub fn scan(dir: &Path) -> Result<Scan, std::io::Error> {
     }
     Ok(scan)
 }
+
+/// The attributes result objects copy from the source series: patient and study from the first
+/// image's header, and every slice's SOP Instance UID (and frame) in slice order.
+pub fn source_series(
+    frames: &[Frame],
+    geometry: &crate::volume::Geometry,
+    slice_thickness: f64,
+) -> Result<crate::iod::common::SourceSeries, String> {
+    let first = frames.first().ok_or("the series holds no images")?;
+    let obj: DefaultDicomObject = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(&first.path)
+        .map_err(|e| format!("cannot read {}: {e}", first.path.display()))?;
+    let t = |tag: Tag| text(&obj, tag).unwrap_or_default();
+    let multi = first.sop_class_uid == uids::ENHANCED_CT_IMAGE_STORAGE;
+    Ok(crate::iod::common::SourceSeries {
+        specific_character_set: t(tags::SPECIFIC_CHARACTER_SET),
+        patient_name: t(tags::PATIENT_NAME),
+        patient_id: t(tags::PATIENT_ID),
+        patient_birth_date: t(tags::PATIENT_BIRTH_DATE),
+        patient_sex: t(tags::PATIENT_SEX),
+        study_instance_uid: first.study_uid.clone(),
+        study_date: t(tags::STUDY_DATE),
+        study_time: t(tags::STUDY_TIME),
+        study_id: t(tags::STUDY_ID),
+        accession_number: t(tags::ACCESSION_NUMBER),
+        referring_physician_name: t(tags::REFERRING_PHYSICIAN_NAME),
+        study_description: t(tags::STUDY_DESCRIPTION),
+        series_instance_uid: first.series_uid.clone(),
+        series_number: first.series_number,
+        frame_of_reference_uid: t(tags::FRAME_OF_REFERENCE_UID),
+        position_reference_indicator: t(tags::POSITION_REFERENCE_INDICATOR),
+        lossy_image_compression: t(tags::LOSSY_IMAGE_COMPRESSION),
+        sop_class_uid: first.sop_class_uid.clone(),
+        slices: frames
+            .iter()
+            .map(|f| (f.sop_instance_uid.clone(), multi.then_some(f.frame)))
+            .collect(),
+        geometry: Some(geometry.clone()),
+        slice_thickness,
+    })
+}
