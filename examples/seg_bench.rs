@@ -55,6 +55,18 @@ fn main() -> anyhow::Result<()> {
                 algorithm_name: "x".into(),
                 algorithm_version: "1".into(),
             };
+            let g = study.volume.geometry.clone();
+            let plane = g.rows * g.columns;
+            let t0 = std::time::Instant::now();
+            let frames = seg::frames_of(labels, plane, g.slices, &segs);
+            let t1 = t0.elapsed().as_secs_f64();
+            let bits = seg::pack_frames(labels, plane, &frames);
+            eprintln!(
+                "frames_of {t1:.3} s, pack {:.3} s ({} frames, {} bytes)",
+                t0.elapsed().as_secs_f64() - t1,
+                frames.len(),
+                bits.len()
+            );
             let t = std::time::Instant::now();
             let obj = seg::build(&source, labels, &segs, &meta)?;
             let built = t.elapsed().as_secs_f64();

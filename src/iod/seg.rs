@@ -124,23 +124,46 @@ pub fn opacity_segments() -> Vec<Segment> {
     ]
 }
 
+/// Bit i set where `chunk[i] == value`, for 8 labels at once (SWAR, written by hand: no crate
+/// does this one step). A byte of `x` is zero exactly where the label matches; `(x & 0x7f..) +
+/// 0x7f..` sets the high bit of every non-zero byte without carrying across bytes; the multiply
+/// gathers the eight high bits, least significant first, into the top byte (no partial products
+/// overlap there, so nothing carries into it).
+fn match_byte(chunk: &[u8], value: u8) -> u8 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut w = [0u8; 8];
+    w.copy_from_slice(chunk);
+    let x = u64::from_le_bytes(w) ^ (u64::from(value) * 0x0101_0101_0101_0101);
+    let nonzero = ((x & LOW7) + LOW7) | x;
+    let matches = !nonzero & HIGH;
+    ((matches >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8
+}
+
 /// Pack frames of `labels == value` into one LSB-first bit stream, padded to an even length.
-/// Frames that start on a byte boundary are packed in parallel.
+///
+/// When frames start on byte boundaries, the frames of each slice are packed together, slices in
+/// parallel: a slice is read once while it is in cache, however many segments it holds.
 pub fn pack_frames(labels: &[u8], plane: usize, frames: &[(u8, usize)]) -> Vec<u8> {
     let total_bits = plane * frames.len();
     let mut out = vec![0u8; total_bits.div_ceil(8)];
-    if plane % 8 == 0 {
+    if plane % 8 == 0 && plane > 0 {
         let bytes = plane / 8;
-        out.par_chunks_mut(bytes)
-            .zip(frames.par_iter())
-            .for_each(|(dst, &(value, k))| {
+        let slices = frames.iter().map(|f| f.1 + 1).max().unwrap_or(0);
+        let mut by_slice: Vec<Vec<(u8, &mut [u8])>> = (0..slices).map(|_| Vec::new()).collect();
+        for (dst, &(value, k)) in out.chunks_mut(bytes).zip(frames) {
+            by_slice[k].push((value, dst));
+        }
+        by_slice
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(k, mut dsts)| {
                 let src = &labels[k * plane..(k + 1) * plane];
-                for (b, chunk) in dst.iter_mut().zip(src.chunks_exact(8)) {
-                    let mut v = 0u8;
-                    for (bit, &l) in chunk.iter().enumerate() {
-                        v |= u8::from(l == value) << bit;
+                for (value, dst) in dsts.iter_mut() {
+                    let value = *value;
+                    for (b, chunk) in dst.iter_mut().zip(src.chunks_exact(8)) {
+                        *b = match_byte(chunk, value);
                     }
-                    *b = v;
                 }
             });
     } else {
@@ -607,6 +630,30 @@ mod tests {
         assert_eq!(
             pack_frames(&labels, 3, &[(1, 0), (1, 1)]),
             vec![0b0001_0011, 0]
+        );
+    }
+
+    #[test]
+    fn match_byte_agrees_with_the_plain_loop() {
+        let mut state = 0x1234_5678u32;
+        for _ in 0..10_000 {
+            let mut chunk = [0u8; 8];
+            for c in &mut chunk {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                *c = (state >> 29) as u8; // values 0..7, many repeats
+            }
+            for value in 0..8u8 {
+                let plain = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u8, |v, (i, &l)| v | (u8::from(l == value) << i));
+                assert_eq!(match_byte(&chunk, value), plain, "{chunk:?} {value}");
+            }
+        }
+        assert_eq!(match_byte(&[255; 8], 255), 0xff);
+        assert_eq!(
+            match_byte(&[0, 128, 0, 128, 0, 128, 0, 128], 128),
+            0b1010_1010
         );
     }
 

@@ -127,8 +127,7 @@ pub fn write_segs_for(
             .map(|m| (m.name.clone(), m.version.clone()))
             .unwrap_or_else(|| ("unknown".into(), "unknown".into()))
     };
-    let mut written = Vec::new();
-    for (kind, labels, segments, role, label, what) in [
+    let jobs = [
         (
             Kind::SegLobes,
             lobes,
@@ -145,30 +144,36 @@ pub fn write_segs_for(
             "OPACITIES",
             "lung opacities",
         ),
-    ] {
-        let (name, version) = model(role);
-        let meta = seg::SegMeta {
-            series_uid: uids.series(kind),
-            sop_instance_uid: uids.instance(kind),
-            series_number: kind.series_number(),
-            series_description: format!("pulmo {what} (SEG, unverified)"),
-            content_label: label.into(),
-            // LO: at most 64 characters.
-            content_description: format!(
-                "pulmo {} {what}; unverified, not for clinical use",
-                env!("CARGO_PKG_VERSION")
-            ),
-            algorithm_name: name,
-            algorithm_version: version,
-        };
-        let obj = seg::build(source, labels, &segments, &meta)?;
-        let path = out.join(match kind {
-            Kind::SegLobes => "seg-lobes.dcm",
-            _ => "seg-opacities.dcm",
-        });
-        seg::write(obj, &meta, &path)?;
-        written.push(path);
-    }
+    ];
+    // The two SEGs are independent: build and write them side by side.
+    use rayon::prelude::*;
+    let written = jobs
+        .into_par_iter()
+        .map(|(kind, labels, segments, role, label, what)| {
+            let (name, version) = model(role);
+            let meta = seg::SegMeta {
+                series_uid: uids.series(kind),
+                sop_instance_uid: uids.instance(kind),
+                series_number: kind.series_number(),
+                series_description: format!("pulmo {what} (SEG, unverified)"),
+                content_label: label.into(),
+                // LO: at most 64 characters.
+                content_description: format!(
+                    "pulmo {} {what}; unverified, not for clinical use",
+                    env!("CARGO_PKG_VERSION")
+                ),
+                algorithm_name: name,
+                algorithm_version: version,
+            };
+            let obj = seg::build(source, labels, &segments, &meta)?;
+            let path = out.join(match kind {
+                Kind::SegLobes => "seg-lobes.dcm",
+                _ => "seg-opacities.dcm",
+            });
+            seg::write(obj, &meta, &path)?;
+            Ok(path)
+        })
+        .collect::<Result<Vec<_>, seg::SegError>>()?;
     Ok(written)
 }
 
