@@ -10,6 +10,11 @@ command -v dcmdump >/dev/null 2>&1 || need+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 command -v cmake >/dev/null 2>&1 || need+=(cmake)   # builds CharLS (JPEG-LS) for dicom-rs
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# The viewer test: Orthanc with DICOMweb as the PACS, Chromium for OHIF.
+[ -x /usr/sbin/Orthanc ] || need+=(orthanc)
+[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 if ((${#need[@]})); then
   if [ "$(id -u)" -eq 0 ]; then
     echo "setup: installing ${need[*]}"
@@ -31,12 +36,24 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-# dcmjs (the parser OHIF uses), pinned, in build/node.
+# npm packages, pinned, in build/node: dcmjs (the parser OHIF uses) and playwright-core (drives
+# Debian's Chromium; its own browser download is never used).
 node_dir="$build/node"
-if [ ! -f "$node_dir/node_modules/dcmjs/package.json" ] || \
-   ! grep -q '"version": "0.52.2"' "$node_dir/node_modules/dcmjs/package.json"; then
-  command -v npm >/dev/null 2>&1 || { echo "setup: npm is missing (apt-get install nodejs npm)" >&2; exit 1; }
-  echo "setup: installing dcmjs 0.52.2 in $node_dir"
-  mkdir -p "$node_dir"
-  npm install --silent --no-audit --no-fund --prefix "$node_dir" dcmjs@0.52.2 >/dev/null
+for pkg in dcmjs@0.52.2 playwright-core@1.64.1; do
+  name=${pkg%@*}
+  version=${pkg##*@}
+  if ! grep -qs "\"version\": \"$version\"" "$node_dir/node_modules/$name/package.json"; then
+    echo "setup: installing $pkg in $node_dir"
+    mkdir -p "$node_dir"
+    npm install --silent --no-audit --no-fund --prefix "$node_dir" "$pkg" >/dev/null
+  fi
+done
+
+# The OHIF viewer build (@ohif/app ships dist/), unpacked in build/ohif, never committed.
+ohif="$build/ohif"
+if ! grep -qs '"version": "3.13.2"' "$ohif/package/package.json"; then
+  echo "setup: downloading @ohif/app 3.13.2 into $ohif"
+  rm -rf "$ohif"
+  mkdir -p "$ohif"
+  (cd "$ohif" && npm pack --silent @ohif/app@3.13.2 >/dev/null && tar xzf ohif-app-3.13.2.tgz && rm ohif-app-3.13.2.tgz)
 fi

@@ -27,7 +27,9 @@ pub fn real_data() -> PathBuf {
 /// A command-line tool on PATH; panics with how to get it.
 pub fn tool(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
+    // Daemons such as Orthanc live in /usr/sbin, which a non-login PATH may lack.
+    let extra = [PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")];
+    for dir in std::env::split_paths(&path).chain(extra) {
         let p = dir.join(name);
         if p.is_file() {
             return p;

@@ -1,0 +1,280 @@
+//! OHIF v3 (@ohif/app 3.13.2) in headless Chromium over Orthanc's DICOMweb shows the phantom CT
+//! with pulmo's SEGs: the test reads what the viewer holds (segment labels, voxel counts, centroids)
+//! from cornerstone and compares it with the known masks; a SEG shifted by one slice fails.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::*;
+use pulmo::config::SelectionConfig;
+use pulmo::infer::ModelInfo;
+use pulmo::infer::model::Role;
+use pulmo::iod::transfer_syntax::Syntax;
+use pulmo::phantom::{self, Phantom};
+use pulmo::pipeline::{analyze, read_study, scan};
+
+/// Orthanc on loopback with its own storage; stopped when dropped.
+struct Orthanc {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Orthanc {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn orthanc(dir: &Path) -> Orthanc {
+    let exe = tool("Orthanc");
+    let plugin = PathBuf::from("/usr/share/orthanc/plugins/libOrthancDicomWeb.so");
+    assert!(
+        plugin.is_file(),
+        "orthanc-dicomweb is missing: run `make test`, which installs it"
+    );
+    let (http, dicom) = (free_port(), free_port());
+    std::fs::create_dir_all(dir.join("db")).expect("dir");
+    let cfg = dir.join("orthanc.json");
+    std::fs::write(
+        &cfg,
+        serde_json::json!({
+            "Name": "PULMO-TEST",
+            "StorageDirectory": dir.join("db"),
+            "IndexDirectory": dir.join("db"),
+            "HttpPort": http,
+            "DicomPort": dicom,
+            "RemoteAccessAllowed": false,
+            "AuthenticationEnabled": false,
+            "Plugins": [plugin],
+            "DicomWeb": {"Enable": true, "Root": "/dicom-web/", "EnableWado": true, "WadoRoot": "/wado"},
+        })
+        .to_string(),
+    )
+    .expect("config");
+    let log = std::fs::File::create(dir.join("orthanc.log")).expect("log");
+    let child = Command::new(exe)
+        .arg(&cfg)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("Orthanc starts");
+    let o = Orthanc {
+        child,
+        url: format!("http://127.0.0.1:{http}"),
+    };
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "Orthanc did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    o
+}
+
+/// The OHIF build, downloaded by `make test` (npm pack, never committed).
+fn ohif_dist() -> PathBuf {
+    let d = repo().join("build/ohif/package/dist");
+    assert!(
+        d.join("index.html").is_file(),
+        "OHIF is missing: run `make test`, which downloads it"
+    );
+    d
+}
+
+/// Segment value → (voxel count, mean column, mean row, mean z in mm) of a label volume.
+fn expected(p: &Phantom, labels: &[u8]) -> Vec<(u8, usize, f64, f64, f64)> {
+    let g = &p.volume.geometry;
+    let plane = g.rows * g.columns;
+    let mut acc = std::collections::BTreeMap::new();
+    for (n, &l) in labels.iter().enumerate() {
+        if l == 0 {
+            continue;
+        }
+        let (k, rest) = (n / plane, n % plane);
+        let e = acc.entry(l).or_insert((0usize, 0f64, 0f64, 0f64));
+        e.0 += 1;
+        e.1 += (rest % g.columns) as f64;
+        e.2 += (rest / g.columns) as f64;
+        e.3 += g.slice_position(k)[2];
+    }
+    acc.into_iter()
+        .map(|(l, (c, x, y, z))| (l, c, x / c as f64, y / c as f64, z / c as f64))
+        .collect()
+}
+
+/// Compare what the viewer holds with the expected masks; Err says what differs.
+fn compare(
+    shown: &serde_json::Value,
+    labels: &[&str],
+    want: &[(u8, usize, f64, f64, f64)],
+) -> Result<(), String> {
+    let got_labels: Vec<String> = shown["labels"]
+        .as_array()
+        .ok_or("no labels")?
+        .iter()
+        .map(|l| l[1].as_str().unwrap_or("").to_string())
+        .collect();
+    if got_labels != labels {
+        return Err(format!("labels {got_labels:?}, expected {labels:?}"));
+    }
+    for &(value, count, x, y, z) in want {
+        let s = &shown["stats"][value.to_string()];
+        let c = s["count"]
+            .as_u64()
+            .ok_or(format!("segment {value} not shown"))? as usize;
+        let (sx, sy, sz) = (
+            s["x"].as_f64().unwrap_or(f64::NAN),
+            s["y"].as_f64().unwrap_or(f64::NAN),
+            s["z"].as_f64().unwrap_or(f64::NAN),
+        );
+        if c != count || (sx - x).abs() > 0.5 || (sy - y).abs() > 0.5 || (sz - z).abs() > 0.5 {
+            return Err(format!(
+                "segment {value}: shown {c} voxels at ({sx:.2}, {sy:.2}, {sz:.2} mm), \
+                 expected {count} at ({x:.2}, {y:.2}, {z:.2} mm)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn show(study: &Path, seg: &Path, work: &Path, screenshot: &Path) -> serde_json::Value {
+    let o = orthanc(work);
+    let study_uid = {
+        let t: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(study.join("truth/truth.json")).expect("truth"),
+        )
+        .expect("json");
+        t["study_instance_uid"].as_str().expect("uid").to_string()
+    };
+    let seg_series = dicom_object::open_file(seg)
+        .expect("seg")
+        .element(dicom_dictionary_std::tags::SERIES_INSTANCE_UID)
+        .expect("series")
+        .to_str()
+        .expect("str")
+        .to_string();
+    let mut files = dicom_files(&study.join("dicom"));
+    files.push(seg.to_path_buf());
+    let out = run_ok(
+        Command::new("node")
+            .env("NODE_PATH", repo().join("build/node/node_modules"))
+            .arg(repo().join("tests/js/ohif_check.cjs"))
+            .arg(&o.url)
+            .arg(ohif_dist())
+            .arg(study_uid)
+            .arg(seg_series)
+            .arg(screenshot)
+            .args(&files),
+    );
+    let last = out.lines().last().unwrap_or("");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("viewer output {last:?}: {e}"))
+}
+
+fn segs(dir: &Path, p: &Phantom, shift: usize, version: &str) -> Vec<PathBuf> {
+    let study = read_study(&dir.join("dicom"), &SelectionConfig::default()).expect("read");
+    let c = &study.selection.chosen;
+    let source =
+        scan::source_series(&c.frames, &study.volume.geometry, c.slice_thickness).expect("source");
+    let plane = p.volume.geometry.rows * p.volume.geometry.columns;
+    let shifted = |v: &[u8]| -> Vec<u8> {
+        let mut out = vec![0u8; v.len()];
+        out[shift * plane..].copy_from_slice(&v[..v.len() - shift * plane]);
+        out
+    };
+    let models: Vec<ModelInfo> = [Role::Lobes, Role::Opacities]
+        .into_iter()
+        .map(|role| ModelInfo {
+            role,
+            name: "truth".into(),
+            version: version.into(),
+            sha256: "0".repeat(64),
+            execution_provider: "none".into(),
+        })
+        .collect();
+    let out = dir.join(format!("segs-{version}"));
+    std::fs::create_dir_all(&out).expect("dir");
+    analyze::write_segs_for(
+        &out,
+        &source,
+        &shifted(&p.lobes),
+        &shifted(&p.opacities),
+        &models,
+    )
+    .expect("segs")
+}
+
+#[test]
+fn ohif_shows_the_segs_on_the_ct_and_notices_a_shift() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut params = small(111);
+    params.severity = phantom::Severity::Severe;
+    let p = phantom::generate(&params);
+    let study = tmp.path().join("study");
+    phantom::study::write(
+        &p,
+        &study,
+        phantom::study::StudyOptions {
+            syntax: Syntax::Explicit,
+            extra_series: false,
+            shuffle: false,
+        },
+    )
+    .expect("study");
+    let shots = repo().join("build/screenshots");
+    std::fs::create_dir_all(&shots).expect("dir");
+    let lobe_labels = [
+        "Right upper lobe",
+        "Right middle lobe",
+        "Right lower lobe",
+        "Left upper lobe",
+        "Left lower lobe",
+    ];
+    let good = segs(&study, &p, 0, "1");
+
+    // Lobes and opacities in separate pages (loading both into one viewport races).
+    let shown = show(
+        &study,
+        &good[0],
+        &tmp.path().join("o1"),
+        &shots.join("ohif-seg-lobes.png"),
+    );
+    compare(&shown, &lobe_labels, &expected(&p, &p.lobes)).expect("lobes as shown by OHIF");
+    let shown = show(
+        &study,
+        &good[1],
+        &tmp.path().join("o2"),
+        &shots.join("ohif-seg-opacities.png"),
+    );
+    compare(
+        &shown,
+        &["Ground-glass opacity", "Consolidation"],
+        &expected(&p, &p.opacities),
+    )
+    .expect("opacities as shown by OHIF");
+
+    // A SEG one slice off is shown one slice off, and the comparison says so.
+    let bad = segs(&study, &p, 1, "shifted");
+    let shown = show(
+        &study,
+        &bad[0],
+        &tmp.path().join("o3"),
+        &shots.join("ohif-seg-shifted.png"),
+    );
+    let err = compare(&shown, &lobe_labels, &expected(&p, &p.lobes))
+        .expect_err("a shifted SEG must not match");
+    assert!(err.contains("expected"), "{err}");
+}
