@@ -7,28 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use pulmo::config::SelectionConfig;
-use pulmo::infer::ModelInfo;
-use pulmo::infer::model::Role;
 use pulmo::iod::transfer_syntax::Syntax;
 use pulmo::phantom::{self, Params, Phantom, Size};
-use pulmo::pipeline::{analyze, read_study, scan};
-
-fn models() -> Vec<ModelInfo> {
-    [
-        (Role::Lobes, "test-lobes"),
-        (Role::Opacities, "test-opacities"),
-    ]
-    .into_iter()
-    .map(|(role, name)| ModelInfo {
-        role,
-        name: name.into(),
-        version: "0.0.1".into(),
-        sha256: "0".repeat(64),
-        execution_provider: "cpu".into(),
-    })
-    .collect()
-}
 
 /// The central `n × n` of a phantom (same anatomy, fewer columns and rows).
 fn crop(mut p: Phantom, n: usize) -> Phantom {
@@ -74,26 +54,7 @@ fn study_with_segs(dir: &Path, p: &Phantom, shift: usize) -> Vec<PathBuf> {
         },
     )
     .expect("study written");
-    let study = read_study(&dir.join("dicom"), &SelectionConfig::default()).expect("read");
-    let c = &study.selection.chosen;
-    let source =
-        scan::source_series(&c.frames, &study.volume.geometry, c.slice_thickness).expect("source");
-    let plane = p.volume.geometry.rows * p.volume.geometry.columns;
-    let shifted = |v: &[u8]| -> Vec<u8> {
-        let mut out = vec![0u8; v.len()];
-        out[shift * plane..].copy_from_slice(&v[..v.len() - shift * plane]);
-        out
-    };
-    let out = dir.join("segs");
-    std::fs::create_dir_all(&out).expect("dir");
-    analyze::write_segs_for(
-        &out,
-        &source,
-        &shifted(&p.lobes),
-        &shifted(&p.opacities),
-        &models(),
-    )
-    .expect("segs written")
+    segs_from_truth(dir, p, shift, "1")
 }
 
 fn dciodvfy_clean(path: &Path) {

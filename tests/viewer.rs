@@ -10,12 +10,8 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
-use pulmo::config::SelectionConfig;
-use pulmo::infer::ModelInfo;
-use pulmo::infer::model::Role;
 use pulmo::iod::transfer_syntax::Syntax;
 use pulmo::phantom::{self, Phantom};
-use pulmo::pipeline::{analyze, read_study, scan};
 
 /// Orthanc on loopback with its own storage; stopped when dropped.
 struct Orthanc {
@@ -184,39 +180,6 @@ fn show(study: &Path, seg: &Path, work: &Path, screenshot: &Path) -> serde_json:
     serde_json::from_str(last).unwrap_or_else(|e| panic!("viewer output {last:?}: {e}"))
 }
 
-fn segs(dir: &Path, p: &Phantom, shift: usize, version: &str) -> Vec<PathBuf> {
-    let study = read_study(&dir.join("dicom"), &SelectionConfig::default()).expect("read");
-    let c = &study.selection.chosen;
-    let source =
-        scan::source_series(&c.frames, &study.volume.geometry, c.slice_thickness).expect("source");
-    let plane = p.volume.geometry.rows * p.volume.geometry.columns;
-    let shifted = |v: &[u8]| -> Vec<u8> {
-        let mut out = vec![0u8; v.len()];
-        out[shift * plane..].copy_from_slice(&v[..v.len() - shift * plane]);
-        out
-    };
-    let models: Vec<ModelInfo> = [Role::Lobes, Role::Opacities]
-        .into_iter()
-        .map(|role| ModelInfo {
-            role,
-            name: "truth".into(),
-            version: version.into(),
-            sha256: "0".repeat(64),
-            execution_provider: "none".into(),
-        })
-        .collect();
-    let out = dir.join(format!("segs-{version}"));
-    std::fs::create_dir_all(&out).expect("dir");
-    analyze::write_segs_for(
-        &out,
-        &source,
-        &shifted(&p.lobes),
-        &shifted(&p.opacities),
-        &models,
-    )
-    .expect("segs")
-}
-
 #[test]
 fn ohif_shows_the_segs_on_the_ct_and_notices_a_shift() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -243,7 +206,7 @@ fn ohif_shows_the_segs_on_the_ct_and_notices_a_shift() {
         "Left upper lobe",
         "Left lower lobe",
     ];
-    let good = segs(&study, &p, 0, "1");
+    let good = segs_from_truth(&study, &p, 0, "1");
 
     // Lobes and opacities in separate pages (loading both into one viewport races).
     let shown = show(
@@ -267,7 +230,7 @@ fn ohif_shows_the_segs_on_the_ct_and_notices_a_shift() {
     .expect("opacities as shown by OHIF");
 
     // A SEG one slice off is shown one slice off, and the comparison says so.
-    let bad = segs(&study, &p, 1, "shifted");
+    let bad = segs_from_truth(&study, &p, 1, "shifted");
     let shown = show(
         &study,
         &bad[0],

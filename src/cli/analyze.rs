@@ -81,18 +81,7 @@ pub fn run(a: AnalyzeArgs, config: &Config) -> anyhow::Result<ExitCode> {
         analysis.series.slices,
         analysis.execution_provider
     );
-    println!("lobe   volume ml   PLO %   GGO %   cons %   CTSS");
-    for (k, m) in &f.measurements.lobes {
-        println!(
-            "{k:<5} {:>10.1} {:>7.2} {:>7.2} {:>8.2} {:>6}",
-            m.volume_ml, m.plo_percent, m.ggo_percent, m.consolidation_percent, m.ctss
-        );
-    }
-    let w = &f.measurements.whole_lung;
-    println!(
-        "lung  {:>10.1} {:>7.2}                   {:>6}",
-        w.volume_ml, w.plo_percent, w.ctss_total
-    );
+    super::print_measurements(&f.measurements);
     println!("COVID-19 probability {:.3}", f.covid_probability);
     for c in &f.qc {
         println!(

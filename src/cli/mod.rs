@@ -78,6 +78,22 @@ pub enum Command {
     Config(config_cmd::ConfigArgs),
 }
 
+/// The per-lobe table that `phantom` (truth) and `analyze` (findings) print.
+fn print_measurements(m: &pulmo::quant::Measurements) {
+    println!("lobe   volume ml   PLO %   GGO %   cons %   CTSS");
+    for (k, l) in &m.lobes {
+        println!(
+            "{k:<5} {:>10.1} {:>7.2} {:>7.2} {:>8.2} {:>6}",
+            l.volume_ml, l.plo_percent, l.ggo_percent, l.consolidation_percent, l.ctss
+        );
+    }
+    let w = &m.whole_lung;
+    println!(
+        "lung  {:>10.1} {:>7.2}                   {:>6}",
+        w.volume_ml, w.plo_percent, w.ctss_total
+    );
+}
+
 pub fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "info",

@@ -96,18 +96,7 @@ pub fn run(a: PhantomArgs) -> anyhow::Result<ExitCode> {
         a.transfer_syntax.name(),
         a.out.display()
     );
-    println!("lobe   volume ml   PLO %   GGO %   cons %   CTSS");
-    for (k, m) in &t.measurements.lobes {
-        println!(
-            "{k:<5} {:>10.1} {:>7.2} {:>7.2} {:>8.2} {:>6}",
-            m.volume_ml, m.plo_percent, m.ggo_percent, m.consolidation_percent, m.ctss
-        );
-    }
-    let w = &t.measurements.whole_lung;
-    println!(
-        "lung  {:>10.1} {:>7.2}                   {:>6}",
-        w.volume_ml, w.plo_percent, w.ctss_total
-    );
+    super::print_measurements(&t.measurements);
     println!(
         "generated in {:.2} s, DICOM written in {:.2} s, truth and previews in {:.2} s",
         generated.as_secs_f64(),

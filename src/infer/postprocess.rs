@@ -112,6 +112,17 @@ pub fn clean_lobes_holes_only(labels: &mut [u8], dims: [usize; 3]) {
     fill_holes(labels, dims);
 }
 
+/// The 4-neighbours of pixel `i` in an `nx × ny` image.
+fn neighbours4(i: usize, nx: usize, ny: usize) -> [Option<usize>; 4] {
+    let (x, y) = (i % nx, i / nx);
+    [
+        (x > 0).then(|| i - 1),
+        (x + 1 < nx).then(|| i + 1),
+        (y > 0).then(|| i - nx),
+        (y + 1 < ny).then(|| i + nx),
+    ]
+}
+
 /// Fill, slice by slice, background enclosed by lung with the label of the lung around it.
 fn fill_holes(labels: &mut [u8], dims: [usize; 3]) {
     let (ny, nx) = (dims[1], dims[2]);
@@ -155,26 +166,14 @@ fn fill_holes(labels: &mut [u8], dims: [usize; 3]) {
             if slab[i] != 0 || outside[i] {
                 continue;
             }
-            let (x, y) = (i % nx, i / nx);
-            let nb = [
-                (x > 0).then(|| i - 1),
-                (x + 1 < nx).then(|| i + 1),
-                (y > 0).then(|| i - nx),
-                (y + 1 < ny).then(|| i + nx),
-            ];
+            let nb = neighbours4(i, nx, ny);
             if nb.into_iter().flatten().any(|j| slab[j] > 0) {
                 queue.push_back(i);
                 outside[i] = true; // queued
             }
         }
         while let Some(i) = queue.pop_front() {
-            let (x, y) = (i % nx, i / nx);
-            let nb = [
-                (x > 0).then(|| i - 1),
-                (x + 1 < nx).then(|| i + 1),
-                (y > 0).then(|| i - nx),
-                (y + 1 < ny).then(|| i + nx),
-            ];
+            let nb = neighbours4(i, nx, ny);
             if slab[i] == 0
                 && let Some(l) = nb.into_iter().flatten().map(|j| slab[j]).find(|&l| l > 0)
             {

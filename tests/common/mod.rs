@@ -5,9 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use pulmo::config::SelectionConfig;
+use pulmo::infer::ModelInfo;
+use pulmo::infer::model::Role;
 use pulmo::iod::transfer_syntax::Syntax;
 use pulmo::phantom::study::{self, StudyOptions};
 use pulmo::phantom::{self, Params, Phantom, Size};
+use pulmo::pipeline::{analyze, read_study, scan};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -108,4 +112,40 @@ pub fn dicom_files(dir: &Path) -> Vec<PathBuf> {
         .collect();
     out.sort();
     out
+}
+
+/// pulmo's SEGs (lobes, opacities) of a written phantom study's truth masks, shifted by `shift`
+/// slices toward the head, in `study_dir/segs-VERSION`. `version` names the (pretend) model set,
+/// so that SEGs of different versions get different UIDs.
+pub fn segs_from_truth(study_dir: &Path, p: &Phantom, shift: usize, version: &str) -> Vec<PathBuf> {
+    let study = read_study(&study_dir.join("dicom"), &SelectionConfig::default()).expect("read");
+    let c = &study.selection.chosen;
+    let source =
+        scan::source_series(&c.frames, &study.volume.geometry, c.slice_thickness).expect("source");
+    let plane = p.volume.geometry.rows * p.volume.geometry.columns;
+    let shifted = |v: &[u8]| -> Vec<u8> {
+        let mut out = vec![0u8; v.len()];
+        out[shift * plane..].copy_from_slice(&v[..v.len() - shift * plane]);
+        out
+    };
+    let models: Vec<ModelInfo> = [Role::Lobes, Role::Opacities]
+        .into_iter()
+        .map(|role| ModelInfo {
+            role,
+            name: "truth".into(),
+            version: version.into(),
+            sha256: "0".repeat(64),
+            execution_provider: "none".into(),
+        })
+        .collect();
+    let out = study_dir.join(format!("segs-{version}"));
+    std::fs::create_dir_all(&out).expect("dir");
+    analyze::write_segs_for(
+        &out,
+        &source,
+        &shifted(&p.lobes),
+        &shifted(&p.opacities),
+        &models,
+    )
+    .expect("segs written")
 }
