@@ -9,8 +9,10 @@
 pub mod config;
 pub mod infer;
 pub mod iod;
+pub mod net;
 pub mod nifti;
 pub mod phantom;
 pub mod pipeline;
 pub mod quant;
+pub mod store;
 pub mod volume;

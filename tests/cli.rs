@@ -22,9 +22,8 @@ fn help_lists_every_subcommand() {
 #[test]
 fn unfinished_subcommands_say_so_and_fail() {
     for args in [
-        vec!["serve"],
         vec!["demo"],
-        vec!["echo", "PACS@127.0.0.1:104"],
+        vec!["send", "x", "--to", "PACS@127.0.0.1:104"],
         vec!["status"],
     ] {
         let out = run(pulmo().args(&args));

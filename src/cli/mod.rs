@@ -5,6 +5,7 @@ mod config_cmd;
 mod inspect;
 mod models;
 mod phantom;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +60,9 @@ pub enum Command {
     Echo {
         #[arg(value_name = "AE@HOST:PORT")]
         target: String,
+        /// Calling AE title (default: this node's AE title)
+        #[arg(long)]
+        calling_ae: Option<String>,
     },
     /// Show studies, jobs and deliveries
     Status {
@@ -126,9 +130,23 @@ pub fn run(args: Cli) -> anyhow::Result<ExitCode> {
         Command::Phantom(a) => phantom::run(a),
         Command::Inspect(a) => inspect::run(a, &config),
         Command::Config(a) => config_cmd::run(a, args.config.as_deref()),
-        Command::Serve => not_yet("serve", "the DICOM node issue"),
+        Command::Serve => serve::run(&config),
         Command::Send { .. } => not_yet("send", "the DICOM node issue"),
-        Command::Echo { .. } => not_yet("echo", "the DICOM node issue"),
+        Command::Echo { target, calling_ae } => {
+            let calling = calling_ae.unwrap_or_else(|| config.node.ae_title.clone());
+            let status = pulmo::net::scu::echo(
+                &target,
+                &calling,
+                std::time::Duration::from_secs(config.node.dimse_timeout_s),
+            )?;
+            if status == 0 {
+                println!("C-ECHO {target}: success");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("C-ECHO {target}: status 0x{status:04X}");
+                Ok(ExitCode::FAILURE)
+            }
+        }
         Command::Status { .. } => not_yet("status", "the DICOM node issue"),
         Command::Retry { .. } => not_yet("retry", "the DICOM node issue"),
         Command::Analyze(a) => analyze::run(a, &config),

@@ -1,0 +1,515 @@
+//! The SCP: C-ECHO and C-STORE over async associations (dicom-ul), into the store.
+//!
+//! A C-STORE's data set is streamed to a temporary file as its fragments arrive (a full-size study
+//! never sits in memory), behind a Part 10 header naming the negotiated transfer syntax, so the
+//! instance is stored as it was received. Success is answered only after the file is fsynced,
+//! renamed into the spool and indexed; anything else gets a failure status and a log line.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::{FileMetaTableBuilder, OpenFileOptions};
+use dicom_ul::Pdu;
+use dicom_ul::association::Association;
+use dicom_ul::association::server::AccessControl;
+use dicom_ul::association::server::ServerAssociationOptions;
+use dicom_ul::pdu::{
+    AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextResultReason,
+    UserIdentity,
+};
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use super::dimse::{self, Command, status};
+use crate::config::NodeConfig;
+use crate::iod::transfer_syntax::Syntax;
+use crate::iod::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
+use crate::store::{Committed, InstanceMeta, Store};
+
+#[derive(Debug, Error)]
+pub enum NetError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// SOP classes the node stores.
+pub const STORAGE_SOP_CLASSES: [&str; 2] =
+    [uids::CT_IMAGE_STORAGE, uids::ENHANCED_CT_IMAGE_STORAGE];
+
+/// Counters for /metrics and the tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub associations: AtomicU64,
+    pub associations_rejected: AtomicU64,
+    pub instances_stored: AtomicU64,
+    pub instances_duplicate: AtomicU64,
+    pub instances_failed: AtomicU64,
+    pub bytes_received: AtomicU64,
+}
+
+/// Called AE title must be ours; the calling AE title must be on the allowlist when there is one.
+struct Access {
+    allowed: Vec<String>,
+}
+
+impl AccessControl for Access {
+    fn check_access(
+        &self,
+        this_ae_title: &str,
+        calling_ae_title: &str,
+        called_ae_title: &str,
+        _user: Option<&UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        if called_ae_title.trim() != this_ae_title.trim() {
+            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+        }
+        if !self.allowed.is_empty()
+            && !self
+                .allowed
+                .iter()
+                .any(|a| a.trim() == calling_ae_title.trim())
+        {
+            return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+        }
+        Ok(())
+    }
+}
+
+/// Listen and serve until `shutdown` resolves; in-flight associations get `grace` to finish.
+pub async fn serve(
+    node: NodeConfig,
+    store: Arc<Store>,
+    stats: Arc<Stats>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NetError> {
+    let addr = format!("{}:{}", node.bind, node.port);
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| NetError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    tracing::info!(%addr, ae_title = %node.ae_title, "listening");
+    let node = Arc::new(node);
+    let slots = Arc::new(Semaphore::new(node.max_associations as usize));
+    let mut tasks = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, "too many associations; connection closed");
+                    stats.associations_rejected.fetch_add(1, Ordering::Relaxed);
+                    drop(stream);
+                    continue;
+                };
+                let (node, store, stats) = (node.clone(), store.clone(), stats.clone());
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    association(stream, peer, node, store, stats).await;
+                });
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    tracing::info!(
+        in_flight = tasks.len(),
+        "shutting down: no new associations"
+    );
+    let grace = tokio::time::timeout(Duration::from_secs(30), async {
+        while tasks.join_next().await.is_some() {}
+    });
+    if grace.await.is_err() {
+        tracing::warn!("associations still open after 30 s; aborting them");
+        tasks.abort_all();
+    }
+    Ok(())
+}
+
+/// A C-STORE whose data set is arriving.
+struct Pending {
+    cmd: Command,
+    pc_id: u8,
+    transfer_syntax: String,
+    tmp: Option<PathBuf>,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    bytes: u64,
+    failed: Option<(u16, String)>,
+}
+
+async fn association(
+    stream: TcpStream,
+    peer: SocketAddr,
+    node: Arc<NodeConfig>,
+    store: Arc<Store>,
+    stats: Arc<Stats>,
+) {
+    stream.set_nodelay(true).ok();
+    let mut options = ServerAssociationOptions::new()
+        .ae_access_control(Access {
+            allowed: node.allowed_calling_aes.clone(),
+        })
+        .ae_title(node.ae_title.as_str())
+        .max_pdu_length(node.max_pdu_length)
+        .read_timeout(Duration::from_secs(node.dimse_timeout_s))
+        .with_abstract_syntax(uids::VERIFICATION);
+    for sop in STORAGE_SOP_CLASSES {
+        options = options.with_abstract_syntax(sop);
+    }
+    for ts in Syntax::ALL {
+        options = options.with_transfer_syntax(ts.uid());
+    }
+    let established = tokio::time::timeout(
+        Duration::from_secs(node.artim_timeout_s),
+        options.establish_async(stream),
+    )
+    .await;
+    let mut assoc = match established {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            stats.associations_rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, error = %e, "association refused");
+            return;
+        }
+        Err(_) => {
+            stats.associations_rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, "no association request within the ARTIM timeout");
+            return;
+        }
+    };
+    stats.associations.fetch_add(1, Ordering::Relaxed);
+    let calling = assoc.peer_ae_title().trim().to_string();
+    tracing::info!(%peer, calling_ae = %calling, "association accepted");
+    let contexts: Vec<(u8, String, String)> = assoc
+        .presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .map(|pc| {
+            (
+                pc.id,
+                pc.abstract_syntax.clone(),
+                pc.transfer_syntax.clone(),
+            )
+        })
+        .collect();
+    let mut command = Vec::new();
+    let mut pending: Option<Pending> = None;
+    loop {
+        let pdu = match assoc.receive().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "association ended abnormally");
+                break;
+            }
+        };
+        match pdu {
+            Pdu::PData { data } => {
+                for v in data {
+                    match v.value_type {
+                        PDataValueType::Command => {
+                            command.extend_from_slice(&v.data);
+                            if !v.is_last {
+                                continue;
+                            }
+                            let bytes = std::mem::take(&mut command);
+                            let cmd = match Command::decode(&bytes) {
+                                Ok(c) => c,
+                                Err(e) => {
+                                    tracing::warn!(%peer, error = %e, "malformed command set; aborting");
+                                    let _ = assoc.abort().await;
+                                    return;
+                                }
+                            };
+                            match cmd.field {
+                                dimse::C_ECHO_RQ => {
+                                    let rsp = cmd.response(dimse::C_ECHO_RSP, status::SUCCESS);
+                                    if send(&mut assoc, v.presentation_context_id, &rsp)
+                                        .await
+                                        .is_err()
+                                    {
+                                        return;
+                                    }
+                                }
+                                dimse::C_STORE_RQ if cmd.has_data_set() => {
+                                    let Some((_, _, ts)) =
+                                        contexts.iter().find(|c| c.0 == v.presentation_context_id)
+                                    else {
+                                        let _ = assoc.abort().await;
+                                        return;
+                                    };
+                                    pending = Some(begin_store(
+                                        &store,
+                                        cmd,
+                                        v.presentation_context_id,
+                                        ts,
+                                    ));
+                                }
+                                other => {
+                                    tracing::warn!(%peer, command = other, "unsupported command");
+                                    let rsp = cmd.response(other | 0x8000, 0x0211);
+                                    if send(&mut assoc, v.presentation_context_id, &rsp)
+                                        .await
+                                        .is_err()
+                                    {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                        PDataValueType::Data => {
+                            let Some(p) = pending.as_mut() else {
+                                tracing::warn!(%peer, "data set without a C-STORE request; aborting");
+                                let _ = assoc.abort().await;
+                                return;
+                            };
+                            p.bytes += v.data.len() as u64;
+                            stats
+                                .bytes_received
+                                .fetch_add(v.data.len() as u64, Ordering::Relaxed);
+                            if p.failed.is_none()
+                                && let Some(f) = p.file.as_mut()
+                                && let Err(e) = f.write_all(&v.data)
+                            {
+                                p.failed = Some((
+                                    status::OUT_OF_RESOURCES,
+                                    format!("cannot write to the spool: {e}"),
+                                ));
+                            }
+                            if v.is_last {
+                                let Some(p) = pending.take() else { continue };
+                                let (pc, cmd) = (p.pc_id, p.cmd.clone());
+                                let store = store.clone();
+                                let calling = calling.clone();
+                                let outcome = tokio::task::spawn_blocking(move || {
+                                    finish_store(&store, p, &calling)
+                                })
+                                .await
+                                .unwrap_or_else(|e| {
+                                    Err((
+                                        status::OUT_OF_RESOURCES,
+                                        format!("store task failed: {e}"),
+                                    ))
+                                });
+                                let rsp = match outcome {
+                                    Ok(Committed::Stored(_)) => {
+                                        stats.instances_stored.fetch_add(1, Ordering::Relaxed);
+                                        cmd.response(dimse::C_STORE_RSP, status::SUCCESS)
+                                    }
+                                    Ok(Committed::Duplicate(_)) => {
+                                        stats.instances_duplicate.fetch_add(1, Ordering::Relaxed);
+                                        cmd.response(dimse::C_STORE_RSP, status::SUCCESS)
+                                    }
+                                    Err((code, reason)) => {
+                                        stats.instances_failed.fetch_add(1, Ordering::Relaxed);
+                                        tracing::warn!(%peer, sop = ?cmd.affected_sop_instance_uid, status = code, %reason, "C-STORE failed");
+                                        let mut r = cmd.response(dimse::C_STORE_RSP, code);
+                                        r.error_comment = Some(reason);
+                                        r
+                                    }
+                                };
+                                if send(&mut assoc, pc, &rsp).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Pdu::ReleaseRQ => {
+                let _ = assoc.send(&Pdu::ReleaseRP).await;
+                tracing::info!(%peer, "association released");
+                break;
+            }
+            Pdu::AbortRQ { .. } => {
+                tracing::info!(%peer, "association aborted by the peer");
+                break;
+            }
+            other => {
+                tracing::warn!(%peer, pdu = %other.short_description(), "unexpected PDU; aborting");
+                let _ = assoc.abort().await;
+                break;
+            }
+        }
+    }
+    if let Some(tmp) = pending.and_then(|p| p.tmp) {
+        std::fs::remove_file(tmp).ok();
+    }
+}
+
+async fn send<S>(
+    assoc: &mut dicom_ul::association::AsyncServerAssociation<S>,
+    pc_id: u8,
+    cmd: &Command,
+) -> Result<(), ()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let pdu = Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc_id,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: cmd.encode(),
+        }],
+    };
+    assoc.send(&pdu).await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot send a response");
+    })
+}
+
+/// Open the temporary file of a C-STORE and write its Part 10 header.
+fn begin_store(store: &Store, cmd: Command, pc_id: u8, ts: &str) -> Pending {
+    let sop_class = cmd.affected_sop_class_uid.clone().unwrap_or_default();
+    let sop = cmd.affected_sop_instance_uid.clone().unwrap_or_default();
+    let mut failed = None;
+    if !STORAGE_SOP_CLASSES.contains(&sop_class.as_str()) {
+        failed = Some((
+            status::SOP_CLASS_NOT_SUPPORTED,
+            format!("SOP class {sop_class} is not stored here"),
+        ));
+    } else if !crate::iod::uid::is_valid(&sop) {
+        failed = Some((
+            status::CANNOT_UNDERSTAND,
+            "AffectedSOPInstanceUID is not a valid UID".into(),
+        ));
+    }
+    let (tmp, file) = match store.temp_file() {
+        Ok(t) => t,
+        Err(e) => {
+            // The data set is still received (and dropped); the failure is answered at its end.
+            return Pending {
+                cmd,
+                pc_id,
+                transfer_syntax: ts.to_string(),
+                tmp: None,
+                file: None,
+                bytes: 0,
+                failed: Some((status::OUT_OF_RESOURCES, e.to_string())),
+            };
+        }
+    };
+    let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+    if failed.is_none() {
+        let header = FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid(sop_class.as_str())
+            .media_storage_sop_instance_uid(sop.as_str())
+            .transfer_syntax(ts)
+            .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+            .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
+            .build();
+        let written = header.map_err(|e| e.to_string()).and_then(|meta| {
+            file.write_all(&[0u8; 128]).map_err(|e| e.to_string())?;
+            file.write_all(b"DICM").map_err(|e| e.to_string())?;
+            meta.write(&mut file).map_err(|e| e.to_string())
+        });
+        if let Err(e) = written {
+            failed = Some((
+                status::OUT_OF_RESOURCES,
+                format!("cannot write the file header: {e}"),
+            ));
+        }
+    }
+    Pending {
+        cmd,
+        pc_id,
+        transfer_syntax: ts.to_string(),
+        tmp: Some(tmp),
+        file: Some(file),
+        bytes: 0,
+        failed,
+    }
+}
+
+/// fsync, check the instance can be read, move it into the spool and index it.
+fn finish_store(store: &Store, p: Pending, calling: &str) -> Result<Committed, (u16, String)> {
+    let Pending {
+        tmp,
+        file,
+        failed,
+        cmd,
+        transfer_syntax,
+        ..
+    } = p;
+    let discard = |e: (u16, String)| {
+        if let Some(t) = &tmp {
+            std::fs::remove_file(t).ok();
+        }
+        Err(e)
+    };
+    if let Some(f) = failed {
+        return discard(f);
+    }
+    let (Some(tmp_path), Some(file)) = (tmp.clone(), file) else {
+        return discard((status::OUT_OF_RESOURCES, "no spool file".into()));
+    };
+    let synced = file
+        .into_inner()
+        .map_err(|e| e.to_string())
+        .and_then(|f| f.sync_all().map_err(|e| e.to_string()));
+    if let Err(e) = synced {
+        return discard((
+            status::OUT_OF_RESOURCES,
+            format!("cannot write to the spool: {e}"),
+        ));
+    }
+    let obj = match OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(&tmp_path)
+    {
+        Ok(o) => o,
+        Err(e) => {
+            return discard((
+                status::CANNOT_UNDERSTAND,
+                format!("the data set cannot be parsed: {e}"),
+            ));
+        }
+    };
+    let text = |tag| {
+        obj.element_opt(tag)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+            .unwrap_or_default()
+    };
+    let sop = cmd.affected_sop_instance_uid.clone().unwrap_or_default();
+    if text(tags::SOP_INSTANCE_UID) != sop {
+        return discard((
+            status::DATA_SET_DOES_NOT_MATCH,
+            "SOPInstanceUID of the data set differs from the C-STORE request".into(),
+        ));
+    }
+    let meta = InstanceMeta {
+        study_uid: text(tags::STUDY_INSTANCE_UID),
+        series_uid: text(tags::SERIES_INSTANCE_UID),
+        sop_instance_uid: sop,
+        sop_class_uid: cmd.affected_sop_class_uid.clone().unwrap_or_default(),
+        transfer_syntax_uid: transfer_syntax,
+        modality: text(tags::MODALITY),
+        calling_ae: calling.to_string(),
+    };
+    store.commit(&tmp_path, &meta).or_else(|e| {
+        let code = match e {
+            crate::store::StoreError::BadUid { .. } => status::CANNOT_UNDERSTAND,
+            _ => status::OUT_OF_RESOURCES,
+        };
+        discard((code, e.to_string()))
+    })
+}
