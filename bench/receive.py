@@ -1,0 +1,108 @@
+"""Benchmark: receive a full-size phantom study (512 x 512 x ~300, explicit VR LE) over 1 and over 4
+associations, pulmo serve against DCMTK storescp, in one run, medians of RUNS runs (default 3).
+Both peers run with TCP_NODELAY=1 (storescu, storescp); storescp forks per association (--fork).
+pulmo writes durably (fsync of every file and of its folder, SQLite index, before Success);
+storescp writes without fsync. Run from the repository root after `make build`:
+
+    build/venv/bin/python bench/receive.py"""
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+
+root = pathlib.Path(__file__).resolve().parent.parent
+pulmo = root / "target/release/pulmo"
+runs = int(os.environ.get("RUNS", "3"))
+env = dict(os.environ, TCP_NODELAY="1")
+work = pathlib.Path(tempfile.mkdtemp())
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port):
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port)).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def send(port, aet, dirs):
+    t = time.perf_counter()
+    procs = [subprocess.Popen(["storescu", "-aec", aet, "-xe", "-R", "+sd", "+r", "127.0.0.1", str(port), d],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for d in dirs]
+    for p in procs:
+        if p.wait() != 0:
+            raise SystemExit(p.stderr.read().decode())
+    return time.perf_counter() - t
+
+
+def node(kind, port, out):
+    out.mkdir(parents=True)
+    if kind == "pulmo":
+        cfg = out / "pulmo.toml"
+        cfg.write_text(f'[node]\nport = {port}\n[storage]\ndata_dir = "{out / "data"}"\n')
+        cmd = [pulmo, "--config", cfg, "serve"]
+    else:
+        cmd = ["storescp", "--fork", "-od", out, "-aet", "STORESCP", str(port)]
+    p = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", out / "rss", *map(str, cmd)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return p
+
+
+def stop(p, out):
+    child = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+    for c in child:
+        os.kill(int(c), signal.SIGTERM)
+    p.wait()
+    try:
+        return int((out / "rss").read_text().split()[-1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+try:
+    study = work / "study"
+    subprocess.run([pulmo, "phantom", "--out", study, "--seed", "1", "--size", "full"], check=True,
+                   capture_output=True)
+    files = sorted((study / "dicom").rglob("*.dcm"))
+    size_mb = sum(f.stat().st_size for f in files) / 1e6
+    quarters = []
+    for q in range(4):
+        d = work / f"q{q}"
+        d.mkdir()
+        for f in files[q::4]:
+            os.link(f, d / f.name)
+        quarters.append(d)
+    res = {}
+    for i in range(runs):
+        for kind, aet in [("pulmo", "PULMO"), ("storescp", "STORESCP")]:
+            for assocs, dirs in [(1, [study / "dicom"]), (4, quarters)]:
+                out = work / f"{kind}-{assocs}-{i}"
+                port = free_port()
+                p = node(kind, port, out)
+                secs = send(port, aet, [str(d) for d in dirs])
+                rss = stop(p, out)
+                res.setdefault((kind, assocs), []).append((secs, rss))
+    print(f"Study: {len(files)} files, {size_mb:.0f} MB. {runs} runs, medians.\n")
+    print("| associations | pulmo (durable) | storescp | storescp time / pulmo time | pulmo peak RSS |")
+    print("| --- | --- | --- | --- | --- |")
+    for assocs in (1, 4):
+        p = statistics.median(s for s, _ in res[("pulmo", assocs)])
+        d = statistics.median(s for s, _ in res[("storescp", assocs)])
+        rss = statistics.median(r for _, r in res[("pulmo", assocs)])
+        print(f"| {assocs} | {p:.2f} s ({size_mb / p:.0f} MB/s) | {d:.2f} s ({size_mb / d:.0f} MB/s) | {d / p:.2f} | {rss:.0f} MiB |")
+finally:
+    shutil.rmtree(work, ignore_errors=True)
