@@ -149,3 +149,11 @@ pub fn segs_from_truth(study_dir: &Path, p: &Phantom, shift: usize, version: &st
     )
     .expect("segs written")
 }
+
+/// A loopback port that was free a moment ago (a test's server binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
