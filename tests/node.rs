@@ -304,3 +304,133 @@ fn sigterm_stops_the_node_cleanly() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// C-STORE `data` as the data set of a CT instance over a raw association (dicom-ul client and
+/// pulmo's DIMSE encoder): no SCU library would send bytes it cannot parse. Returns the status.
+fn raw_store(port: u16, sop: &str, data: &[u8]) -> u16 {
+    use dicom_dictionary_std::uids;
+    use dicom_ul::Pdu;
+    use dicom_ul::association::client::ClientAssociationOptions;
+    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    use pulmo::net::dimse::{self, Command};
+    let mut a = ClientAssociationOptions::new()
+        .with_presentation_context(
+            uids::CT_IMAGE_STORAGE,
+            vec![uids::EXPLICIT_VR_LITTLE_ENDIAN],
+        )
+        .calling_ae_title("RAWSCU")
+        .read_timeout(Duration::from_secs(20))
+        .establish_with(&format!("PULMO@127.0.0.1:{port}"))
+        .expect("association");
+    let pc = a.presentation_contexts()[0].id;
+    let rq = Command {
+        field: dimse::C_STORE_RQ,
+        affected_sop_class_uid: Some(uids::CT_IMAGE_STORAGE.into()),
+        message_id: Some(1),
+        priority: Some(0),
+        data_set_type: dimse::DATA_SET_PRESENT,
+        affected_sop_instance_uid: Some(sop.into()),
+        ..Command::default()
+    };
+    let pdv = |value_type, data: Vec<u8>| PDataValue {
+        presentation_context_id: pc,
+        value_type,
+        is_last: true,
+        data,
+    };
+    a.send(&Pdu::PData {
+        data: vec![pdv(PDataValueType::Command, rq.encode())],
+    })
+    .expect("command");
+    a.send(&Pdu::PData {
+        data: vec![pdv(PDataValueType::Data, data.to_vec())],
+    })
+    .expect("data");
+    let status = match a.receive().expect("response") {
+        Pdu::PData { data } => Command::decode(&data[0].data)
+            .expect("decode")
+            .status
+            .expect("status"),
+        other => panic!("unexpected {other:?}"),
+    };
+    let _ = a.release();
+    status
+}
+
+#[test]
+fn a_malformed_data_set_gets_a_failure_status_and_the_node_goes_on() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let node = start(tmp.path(), "");
+    // An element announcing 2 GiB, then noise; and plain noise.
+    let mut garbage = vec![0x08, 0x00, 0x18, 0x00, b'U', b'I', 0xff, 0x7f];
+    garbage.extend_from_slice(&[0x5a; 300]);
+    for (n, data) in [garbage, vec![0x5a; 1000]].into_iter().enumerate() {
+        let status = raw_store(
+            node.port,
+            &format!("1.2.826.0.1.3680043.8.498.{}", n + 1),
+            &data,
+        );
+        assert!(
+            status & 0xF000 == 0xC000 || status & 0xF000 == 0xA000,
+            "a garbage data set was answered with {status:04X}"
+        );
+    }
+    assert!(
+        dicom_files(&node.data.join("spool")).is_empty(),
+        "garbage was stored"
+    );
+    // The node still stores a good study afterwards.
+    let good = tmp.path().join("good");
+    write_phantom(&good, &small(131), Syntax::Explicit, false, false);
+    storescu(node.port, &good.join("dicom"), Syntax::Explicit);
+    assert_stored(&node, &sent(&good.join("dicom")), "after garbage");
+    let log = std::fs::read_to_string(tmp.path().join("node.log")).unwrap_or_default();
+    assert!(
+        log.contains("C-STORE failed"),
+        "no log line for the failure:\n{log}"
+    );
+}
+
+#[test]
+fn eight_concurrent_associations_with_eight_studies_are_all_stored() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let node = start(tmp.path(), "");
+    let mut dirs = Vec::new();
+    for n in 0..8u64 {
+        let d = tmp.path().join(format!("s{n}"));
+        write_phantom(&d, &small(140 + n), Syntax::Explicit, false, false);
+        dirs.push(d.join("dicom"));
+    }
+    let children: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            Command::new(tool("storescu"))
+                .env("TCP_NODELAY", "1")
+                .args(["-aec", "PULMO", "-xe", "-R", "+sd", "+r", "127.0.0.1"])
+                .arg(node.port.to_string())
+                .arg(d)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("storescu")
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for d in &dirs {
+        assert_stored(&node, &sent(d), "concurrent");
+    }
+    let counts = pulmo::store::Store::open(&node.data)
+        .expect("index")
+        .counts()
+        .expect("counts");
+    assert_eq!(counts.studies, 8);
+    let files: usize = dirs.iter().map(|d| dicom_files(d).len()).sum();
+    assert_eq!(counts.instances as usize, files);
+}

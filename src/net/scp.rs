@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dicom_dictionary_std::{tags, uids};
-use dicom_object::{FileMetaTableBuilder, OpenFileOptions};
+use dicom_object::FileMetaTableBuilder;
 use dicom_ul::Pdu;
 use dicom_ul::association::Association;
 use dicom_ul::association::server::AccessControl;
@@ -469,10 +469,9 @@ fn finish_store(store: &Store, p: Pending, calling: &str) -> Result<Committed, (
             format!("cannot write to the spool: {e}"),
         ));
     }
-    let obj = match OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(&tmp_path)
-    {
+    // The whole instance is parsed, pixel data included: a truncated or garbled data set is
+    // refused here rather than found later by the analysis.
+    let obj = match dicom_object::open_file(&tmp_path) {
         Ok(o) => o,
         Err(e) => {
             return discard((
