@@ -374,16 +374,7 @@ fn analyze_writes_findings_and_says_when_a_check_failed() {
     let coarse = every_nth_slice(phantom::generate(&Params::new(96, Size::Full)), 7);
     for (p, check) in [(cut, "lung_coverage"), (coarse, "slice_spacing")] {
         let dir = tmp.path().join(check);
-        phantom::study::write(
-            &p,
-            &dir,
-            phantom::study::StudyOptions {
-                syntax: Syntax::Explicit,
-                extra_series: false,
-                shuffle: false,
-            },
-        )
-        .expect("written");
+        write_study(&p, &dir, Syntax::Explicit, false, false);
         let out = run(pulmo()
             .arg("--config")
             .arg(&cfg)

@@ -176,16 +176,7 @@ fn echo_and_store_from_dcmtk_and_pynetdicom_byte_identical() {
     for (n, syntax) in Syntax::ALL.into_iter().filter(|s| s.writable()).enumerate() {
         let p = phantom::generate(&small(121 + 10 * n as u64));
         let dir = tmp.path().join(format!("{syntax:?}"));
-        phantom::study::write(
-            &p,
-            &dir,
-            phantom::study::StudyOptions {
-                syntax,
-                extra_series: false,
-                shuffle: false,
-            },
-        )
-        .expect("written");
+        write_study(&p, &dir, syntax, false, false);
         let files = sent(&dir.join("dicom"));
         storescu(node.port, &dir.join("dicom"), syntax);
         assert_stored(&node, &files, &format!("{syntax:?}"));

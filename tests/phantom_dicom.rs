@@ -8,10 +8,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use pulmo::config::SelectionConfig;
 use pulmo::iod::transfer_syntax::Syntax;
-use pulmo::phantom::{self, Params, Phantom, Size};
-use pulmo::pipeline::read_study;
+use pulmo::phantom::{self, Params, Size};
 use rayon::prelude::*;
 
 fn writable() -> Vec<Syntax> {
@@ -73,16 +71,7 @@ fn dciodvfy_and_dcmdump_accept_every_syntax_small_and_full() {
         let p = phantom::generate(&params);
         for syntax in writable() {
             let dir = tmp.path().join(format!("{size:?}-{syntax:?}"));
-            phantom::study::write(
-                &p,
-                &dir,
-                phantom::study::StudyOptions {
-                    syntax,
-                    extra_series: true,
-                    shuffle: false,
-                },
-            )
-            .expect("written");
+            write_study(&p, &dir, syntax, true, false);
             // dicom3tools as packaged in Debian cannot read deflated files at all (it fails the
             // same way on files DCMTK deflates): validate the DCMTK-inflated copy, and let
             // dcmdump read the deflated original below.
@@ -109,43 +98,13 @@ fn dciodvfy_and_dcmdump_accept_every_syntax_small_and_full() {
     }
 }
 
-fn assert_same_volume(p: &Phantom, dir: &Path, what: &str) {
-    let study = read_study(dir, &SelectionConfig::default())
-        .unwrap_or_else(|e| panic!("{what}: reading failed: {e}"));
-    let g = &p.volume.geometry;
-    assert!(
-        study.volume.geometry.same_grid(g, 1e-3),
-        "{what}: geometry differs:\n{:?}\n{:?}",
-        study.volume.geometry,
-        g
-    );
-    assert_eq!(study.volume.hu.len(), p.volume.hu.len(), "{what}");
-    let diff = study
-        .volume
-        .hu
-        .iter()
-        .zip(&p.volume.hu)
-        .filter(|(a, b)| a != b)
-        .count();
-    assert_eq!(diff, 0, "{what}: {diff} voxels differ");
-}
-
 #[test]
 fn round_trip_every_writable_syntax_shuffled() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let p = phantom::generate(&small(5));
     for syntax in writable() {
         let dir = tmp.path().join(format!("{syntax:?}"));
-        phantom::study::write(
-            &p,
-            &dir,
-            phantom::study::StudyOptions {
-                syntax,
-                extra_series: false,
-                shuffle: true,
-            },
-        )
-        .expect("written");
+        write_study(&p, &dir, syntax, false, true);
         assert_same_volume(&p, &dir.join("dicom"), &format!("{syntax:?}"));
     }
 }
@@ -156,16 +115,7 @@ fn round_trip_full_size_compressed() {
     let p = phantom::generate(&Params::new(6, Size::Full));
     for syntax in [Syntax::Rle, Syntax::JpegLs] {
         let dir = tmp.path().join(format!("{syntax:?}"));
-        phantom::study::write(
-            &p,
-            &dir,
-            phantom::study::StudyOptions {
-                syntax,
-                extra_series: false,
-                shuffle: true,
-            },
-        )
-        .expect("written");
+        write_study(&p, &dir, syntax, false, true);
         assert_same_volume(&p, &dir.join("dicom"), &format!("full {syntax:?}"));
     }
 }
@@ -212,16 +162,7 @@ fn dcmtk_decodes_what_pulmo_encodes() {
     let p = phantom::generate(&small(9));
     for (syntax, decoder) in [(Syntax::Rle, "dcmdrle"), (Syntax::JpegLs, "dcmdjpls")] {
         let dir = tmp.path().join(format!("{syntax:?}"));
-        phantom::study::write(
-            &p,
-            &dir,
-            phantom::study::StudyOptions {
-                syntax,
-                extra_series: false,
-                shuffle: false,
-            },
-        )
-        .expect("written");
+        write_study(&p, &dir, syntax, false, false);
         let out = tmp.path().join(format!("{syntax:?}-decoded"));
         std::fs::create_dir_all(&out).expect("dir");
         for f in dicom_files(&dir.join("dicom")) {

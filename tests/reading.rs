@@ -337,14 +337,5 @@ fn enhanced_ct_multiframe_is_read_by_geometry() {
             .arg(dir.join("enhanced.dcm")),
     );
     assert_eq!(n.trim(), p.volume.geometry.slices.to_string());
-    let study = read_study(&dir, &SelectionConfig::default()).expect("read enhanced CT");
-    assert!(study.volume.geometry.same_grid(&p.volume.geometry, 1e-3));
-    let diff = study
-        .volume
-        .hu
-        .iter()
-        .zip(&p.volume.hu)
-        .filter(|(a, b)| a != b)
-        .count();
-    assert_eq!(diff, 0, "{diff} voxels differ");
+    assert_same_volume(&p, &dir, "Enhanced CT");
 }

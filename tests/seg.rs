@@ -44,16 +44,7 @@ fn crop(mut p: Phantom, n: usize) -> Phantom {
 
 /// Write the phantom's study, then pulmo's SEGs of its truth masks, shifted by `shift` slices.
 fn study_with_segs(dir: &Path, p: &Phantom, shift: usize) -> Vec<PathBuf> {
-    phantom::study::write(
-        p,
-        dir,
-        phantom::study::StudyOptions {
-            syntax: Syntax::Explicit,
-            extra_series: false,
-            shuffle: false,
-        },
-    )
-    .expect("study written");
+    write_study(p, dir, Syntax::Explicit, false, false);
     segs_from_truth(dir, p, shift, "1")
 }
 

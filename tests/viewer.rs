@@ -179,16 +179,7 @@ fn ohif_shows_the_segs_on_the_ct_and_notices_a_shift() {
     params.severity = phantom::Severity::Severe;
     let p = phantom::generate(&params);
     let study = tmp.path().join("study");
-    phantom::study::write(
-        &p,
-        &study,
-        phantom::study::StudyOptions {
-            syntax: Syntax::Explicit,
-            extra_series: false,
-            shuffle: false,
-        },
-    )
-    .expect("study");
+    write_study(&p, &study, Syntax::Explicit, false, false);
     let shots = repo().join("build/screenshots");
     std::fs::create_dir_all(&shots).expect("dir");
     let lobe_labels = [

@@ -76,6 +76,20 @@ pub fn pulmo() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pulmo"))
 }
 
+/// Write a generated phantom's study (DICOM, truth, previews) under `dir`.
+pub fn write_study(p: &Phantom, dir: &Path, syntax: Syntax, extra_series: bool, shuffle: bool) {
+    study::write(
+        p,
+        dir,
+        StudyOptions {
+            syntax,
+            extra_series,
+            shuffle,
+        },
+    )
+    .expect("phantom study written");
+}
+
 /// Generate a phantom and write it under `dir`.
 pub fn write_phantom(
     dir: &Path,
@@ -85,17 +99,30 @@ pub fn write_phantom(
     shuffle: bool,
 ) -> Phantom {
     let p = phantom::generate(params);
-    study::write(
-        &p,
-        dir,
-        StudyOptions {
-            syntax,
-            extra_series,
-            shuffle,
-        },
-    )
-    .expect("phantom study written");
+    write_study(&p, dir, syntax, extra_series, shuffle);
     p
+}
+
+/// pulmo reads the study in `dir` back as the phantom's HU volume, voxel for voxel, same grid.
+pub fn assert_same_volume(p: &Phantom, dir: &Path, what: &str) {
+    let study = read_study(dir, &SelectionConfig::default())
+        .unwrap_or_else(|e| panic!("{what}: reading failed: {e}"));
+    let g = &p.volume.geometry;
+    assert!(
+        study.volume.geometry.same_grid(g, 1e-3),
+        "{what}: geometry differs:\n{:?}\n{:?}",
+        study.volume.geometry,
+        g
+    );
+    assert_eq!(study.volume.hu.len(), p.volume.hu.len(), "{what}");
+    let diff = study
+        .volume
+        .hu
+        .iter()
+        .zip(&p.volume.hu)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(diff, 0, "{what}: {diff} voxels differ");
 }
 
 pub fn small(seed: u64) -> Params {
