@@ -52,7 +52,8 @@ def node(kind, port, out):
     out.mkdir(parents=True)
     if kind == "pulmo":
         cfg = out / "pulmo.toml"
-        cfg.write_text(f'[node]\nport = {port}\n[storage]\ndata_dir = "{out / "data"}"\n')
+        cfg.write_text(f'[node]\nport = {port}\n[storage]\ndata_dir = "{out / "data"}"\n'
+                       f'[http]\nport = {free_port()}\n')
         cmd = [pulmo, "--config", cfg, "serve"]
     else:
         cmd = ["storescp", "--fork", "-od", out, "-aet", "STORESCP", str(port)]

@@ -33,7 +33,9 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 pub struct Config {
     pub node: NodeConfig,
     pub storage: StorageConfig,
+    pub jobs: JobsConfig,
     pub destinations: Vec<Destination>,
+    pub delivery: DeliveryConfig,
     pub selection: SelectionConfig,
     pub inference: InferenceConfig,
     pub output: OutputConfig,
@@ -81,6 +83,42 @@ impl Default for StorageConfig {
         StorageConfig {
             data_dir: PathBuf::from("pulmo-data"),
             stable_after_s: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Studies analysed at the same time.
+    pub workers: u32,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig { workers: 1 }
+    }
+}
+
+/// Retries of the delivery outbox: exponential back-off from `initial_backoff_s` up to
+/// `max_backoff_s`; after `max_attempts` a delivery is parked as failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    pub max_attempts: u32,
+    pub initial_backoff_s: u64,
+    pub max_backoff_s: u64,
+    /// Connection, association and DIMSE response timeout.
+    pub timeout_s: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_attempts: 30,
+            initial_backoff_s: 5,
+            max_backoff_s: 300,
+            timeout_s: 60,
         }
     }
 }
@@ -204,12 +242,26 @@ data_dir = "pulmo-data"
 # A study is stable (and analysed) when no instance arrived for this many seconds.
 stable_after_s = 10
 
+[jobs]
+# Studies analysed at the same time.
+workers = 1
+
 # Where results are sent. Repeat the block for several destinations.
 # [[destinations]]
 # name = "pacs"
 # ae_title = "ORTHANC"
 # host = "127.0.0.1"
 # port = 4242
+
+[delivery]
+# A result that cannot be delivered is tried again after 5 s, 10 s, 20 s ... up to max_backoff_s
+# between tries (about two hours in all with these values), then parked as failed: `pulmo status`
+# shows why, `pulmo retry` sends it again.
+max_attempts = 30
+initial_backoff_s = 5
+max_backoff_s = 300
+# Connection, association and response timeout, in seconds.
+timeout_s = 60
 
 [selection]
 # The thinnest regular axial CT series with at least this many slices is measured.
@@ -283,6 +335,22 @@ impl Config {
             return Err(invalid("node.dimse_timeout_s", "must be at least 1 second"));
         }
         validate_path("storage.data_dir", &self.storage.data_dir)?;
+        if !(1..=64).contains(&self.jobs.workers) {
+            return Err(invalid("jobs.workers", "must be between 1 and 64"));
+        }
+        let d = &self.delivery;
+        if d.max_attempts == 0 {
+            return Err(invalid("delivery.max_attempts", "must be at least 1"));
+        }
+        if d.initial_backoff_s == 0 || d.max_backoff_s < d.initial_backoff_s {
+            return Err(invalid(
+                "delivery.max_backoff_s",
+                "must be at least delivery.initial_backoff_s, which must be at least 1",
+            ));
+        }
+        if d.timeout_s == 0 {
+            return Err(invalid("delivery.timeout_s", "must be at least 1 second"));
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, d) in self.destinations.iter().enumerate() {
             let field = format!("destinations[{i}]");
@@ -451,6 +519,12 @@ mod tests {
                 "inference.execution_providers[0]",
             ),
             ("[output]\nsr_kind = \"basic\"", "output.sr_kind"),
+            ("[jobs]\nworkers = 0", "jobs.workers"),
+            ("[delivery]\nmax_attempts = 0", "delivery.max_attempts"),
+            (
+                "[delivery]\ninitial_backoff_s = 10\nmax_backoff_s = 5",
+                "delivery.max_backoff_s",
+            ),
         ];
         for (text, field) in cases {
             let err = parse(text).expect_err(text).to_string();

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod infer;
 pub mod iod;
+pub mod metrics;
 pub mod net;
 pub mod nifti;
 pub mod phantom;

@@ -21,15 +21,41 @@ fn help_lists_every_subcommand() {
 
 #[test]
 fn unfinished_subcommands_say_so_and_fail() {
-    for args in [
-        vec!["demo"],
-        vec!["send", "x", "--to", "PACS@127.0.0.1:104"],
-        vec!["status"],
-    ] {
-        let out = run(pulmo().args(&args));
+    let out = run(pulmo().arg("demo"));
+    assert!(!out.status.success(), "demo succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not yet available"), "{err}");
+}
+
+#[test]
+fn queue_commands_fail_clearly_without_their_inputs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = tmp.path().join("pulmo.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[storage]\ndata_dir = \"{}\"\n",
+            tmp.path().join("none").display()
+        ),
+    )
+    .expect("config");
+    let cases: [(Vec<&str>, &str, bool); 4] = [
+        (vec!["status"], "no pulmo index", false),
+        (vec!["retry", "--all-failed"], "no pulmo index", false),
+        (vec!["retry"], "give a delivery id", false),
+        // A file that does not exist: its own line with the reason, and a failing exit.
+        (
+            vec!["send", "/nonexistent.dcm", "--to", "PACS@127.0.0.1:9"],
+            "FAILED  /nonexistent.dcm: cannot open",
+            true,
+        ),
+    ];
+    for (args, expected, on_stdout) in cases {
+        let out = run(pulmo().arg("--config").arg(&cfg).args(&args));
         assert!(!out.status.success(), "{args:?} succeeded");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("not yet available"), "{args:?}: {err}");
+        let text =
+            String::from_utf8_lossy(if on_stdout { &out.stdout } else { &out.stderr }).to_string();
+        assert!(text.contains(expected), "{args:?}: {text}");
     }
 }
 

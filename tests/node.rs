@@ -17,7 +17,9 @@ use pulmo::phantom::{self, Params, Size};
 struct Node {
     child: Child,
     port: u16,
+    http_port: u16,
     data: PathBuf,
+    config: PathBuf,
 }
 
 impl Drop for Node {
@@ -27,22 +29,70 @@ impl Drop for Node {
     }
 }
 
-fn start(dir: &Path, extra: &str) -> Node {
+impl Node {
+    /// `pulmo status --json` of this node's data.
+    fn status(&self) -> serde_json::Value {
+        let out = run_ok(
+            pulmo()
+                .arg("--config")
+                .arg(&self.config)
+                .args(["status", "--json"]),
+        );
+        serde_json::from_str(&out).expect("status JSON")
+    }
+
+    /// GET a path of the HTTP endpoint: (status line, body).
+    fn http_get(&self, path: &str) -> (String, String) {
+        use std::io::Read;
+        let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).expect("HTTP endpoint");
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("response");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (
+            head.lines().next().unwrap_or("").to_string(),
+            body.to_string(),
+        )
+    }
+
+    fn kill_9(&mut self) {
+        run_ok(
+            Command::new("kill")
+                .arg("-9")
+                .arg(self.child.id().to_string()),
+        );
+        self.child.wait().ok();
+    }
+}
+
+fn start(dir: &Path, node_extra: &str) -> Node {
+    start_with(dir, node_extra, "", 2)
+}
+
+/// A node whose data lives in `dir/data` (kept across restarts), with `node_extra` in its [node]
+/// table, `tail` (more tables) after the rest of its configuration, and studies stable after
+/// `stable_after_s`.
+fn start_with(dir: &Path, node_extra: &str, tail: &str, stable_after_s: u64) -> Node {
     // A port found free may be taken by a node of a test running beside this one before ours
     // binds it: then ours exits, and we try another port.
     for _ in 0..5 {
-        let port = free_port();
+        let (port, http_port) = (free_port(), free_port());
         let data = dir.join("data");
         let cfg = dir.join("pulmo.toml");
         std::fs::write(
             &cfg,
             format!(
-                "[node]\nport = {port}\n{extra}\n[storage]\ndata_dir = \"{}\"\n",
+                "[node]\nport = {port}\n{node_extra}\n[storage]\ndata_dir = \"{}\"\n\
+                 stable_after_s = {stable_after_s}\n[http]\nport = {http_port}\n{tail}\n",
                 data.display()
             ),
         )
         .expect("config");
-        let log = std::fs::File::create(dir.join("node.log")).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .expect("log");
         let child = pulmo()
             .arg("--config")
             .arg(&cfg)
@@ -51,13 +101,20 @@ fn start(dir: &Path, extra: &str) -> Node {
             .stderr(log)
             .spawn()
             .expect("pulmo serve starts");
-        let mut node = Node { child, port, data };
+        let mut node = Node {
+            child,
+            port,
+            http_port,
+            data,
+            config: cfg,
+        };
         let t = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "pulmo serve did not listen"
-            );
+            if node.child.try_wait().ok().flatten().is_some()
+                || t.elapsed() > Duration::from_secs(20)
+            {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -65,7 +122,92 @@ fn start(dir: &Path, extra: &str) -> Node {
             return node;
         }
     }
-    panic!("pulmo serve could not get a port");
+    panic!(
+        "pulmo serve could not start:\n{}",
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    );
+}
+
+/// Wait until `done` holds, for at most `secs`; panics with `what` and the node's log.
+fn wait_for(dir: &Path, what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}; node log:\n{}",
+            std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// DCMTK storescp, the stand-in PACS, writing into `out`; killed when dropped.
+struct Storescp(Child);
+
+impl Drop for Storescp {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+fn storescp(port: u16, out: &Path) -> Storescp {
+    std::fs::create_dir_all(out).expect("storescp dir");
+    let child = Command::new(tool("storescp"))
+        .env("TCP_NODELAY", "1")
+        .args(["-aet", "PACS", "-od"])
+        .arg(out)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("storescp");
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "storescp did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Storescp(child)
+}
+
+/// The stand-in models (tests/py/make_models.py) and the config tables that use them.
+fn models_config(dir: &Path) -> String {
+    let models = dir.join("models");
+    run_ok(
+        Command::new(python())
+            .arg(repo().join("tests/py/make_models.py"))
+            .arg(&models),
+    );
+    format!(
+        "[inference]\nmodels_dir = \"{}\"\nexecution_providers = [\"cpu\"]\n",
+        models.join("set").display()
+    )
+}
+
+fn destination(name: &str, ae: &str, port: u16) -> String {
+    format!(
+        "[[destinations]]\nname = \"{name}\"\nae_title = \"{ae}\"\nhost = \"127.0.0.1\"\nport = {port}\n"
+    )
+}
+
+/// Files storescp has written (it names them after the SOP class and instance).
+fn received(out: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(out)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn jobs(status: &serde_json::Value) -> Vec<serde_json::Value> {
+    status["jobs"].as_array().cloned().unwrap_or_default()
+}
+
+fn deliveries(status: &serde_json::Value) -> Vec<serde_json::Value> {
+    status["deliveries"].as_array().cloned().unwrap_or_default()
 }
 
 fn echoscu(port: u16, called: &str, calling: &str) -> (bool, String) {
@@ -417,11 +559,339 @@ fn eight_concurrent_associations_with_eight_studies_are_all_stored() {
     for d in &dirs {
         assert_stored(&node, &sent(d), "concurrent");
     }
-    let counts = pulmo::store::Store::open(&node.data)
-        .expect("index")
-        .counts()
-        .expect("counts");
-    assert_eq!(counts.studies, 8);
+    let status = node.status();
+    assert_eq!(status["counts"]["studies"], 8);
     let files: usize = dirs.iter().map(|d| dicom_files(d).len()).sum();
-    assert_eq!(counts.instances as usize, files);
+    assert_eq!(status["counts"]["instances"].as_u64(), Some(files as u64));
+    // Exactly one job per study once they are stable (no models here: the jobs fail, once each).
+    wait_for(tmp.path(), "eight jobs", 60, || {
+        jobs(&node.status()).len() >= 8
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let jobs = jobs(&node.status());
+    let studies: std::collections::BTreeSet<String> = jobs
+        .iter()
+        .map(|j| j["study_uid"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(jobs.len(), 8, "{jobs:#?}");
+    assert_eq!(studies.len(), 8, "{jobs:#?}");
+}
+
+/// The SOP Instance UIDs that storescu -v saw acknowledged with Success, from its log.
+fn acknowledged(log: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut current: Option<PathBuf> = None;
+    for line in log.lines() {
+        if let Some(f) = line.strip_prefix("I: Sending file: ") {
+            current = Some(PathBuf::from(f.trim()));
+        } else if line.contains("Received Store Response (Success)") {
+            out.extend(current.take());
+        }
+    }
+    out
+}
+
+#[test]
+fn kill_9_during_a_300_instance_transfer_loses_nothing_acknowledged() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let study = tmp.path().join("study");
+    write_phantom(
+        &study,
+        &Params::new(161, Size::Full),
+        Syntax::Explicit,
+        false,
+        false,
+    );
+    let files = sent(&study.join("dicom"));
+    assert!(files.len() >= 300, "{} instances", files.len());
+    // A stable timeout longer than the restart takes, so that the partial study is not analysed
+    // before the sender's retry.
+    let mut node = start_with(tmp.path(), "", "", 8);
+    let log = tmp.path().join("storescu.log");
+    let mut sender = Command::new(tool("storescu"))
+        .env("TCP_NODELAY", "1")
+        .args(["-v", "-aec", "PULMO", "-xe", "+sd", "+r", "127.0.0.1"])
+        .arg(node.port.to_string())
+        .arg(study.join("dicom"))
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&log)
+                .expect("log"),
+        )
+        .spawn()
+        .expect("storescu");
+    wait_for(tmp.path(), "100 instances in the spool", 60, || {
+        dicom_files(&node.data.join("spool")).len() >= 100
+    });
+    node.kill_9();
+    let _ = sender.wait();
+    let acked = acknowledged(&std::fs::read_to_string(&log).expect("log"));
+    assert!(
+        acked.len() >= 100 && acked.len() < files.len(),
+        "{} acknowledged: the kill did not land during the transfer",
+        acked.len()
+    );
+    // Restart on the same data: every instance that got Success is there, byte for byte, and
+    // indexed.
+    let node = start_with(tmp.path(), "", "", 8);
+    let store = pulmo::store::Store::open_existing(&node.data).expect("index");
+    for f in &acked {
+        let uid = dicom_object::OpenFileOptions::new()
+            .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+            .open_file(f)
+            .expect("sent file")
+            .meta()
+            .media_storage_sop_instance_uid()
+            .trim_end_matches('\0')
+            .to_string();
+        let stored = store
+            .instance_path(&uid)
+            .expect("index")
+            .unwrap_or_else(|| panic!("acknowledged {uid} is not indexed after kill -9"));
+        assert!(
+            data_set(&stored) == data_set(f),
+            "{uid}: stored data set differs"
+        );
+    }
+    assert!(
+        std::fs::read_dir(node.data.join("tmp"))
+            .expect("tmp")
+            .next()
+            .is_none(),
+        "a partial transfer was left in tmp/"
+    );
+    // The sender retries the whole study: de-duplicated, and the study gets exactly one job.
+    storescu(node.port, &study.join("dicom"), Syntax::Explicit);
+    assert_stored(&node, &files, "after kill -9");
+    assert_eq!(
+        store.counts().expect("counts").instances as usize,
+        files.len()
+    );
+    wait_for(tmp.path(), "the study's job", 60, || {
+        !jobs(&node.status()).is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(9));
+    assert_eq!(jobs(&node.status()).len(), 1, "{:#?}", node.status());
+}
+
+#[test]
+fn results_are_delivered_to_storescp_valid_and_metrics_count_what_was_sent() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pacs_port = free_port();
+    let pacs_out = tmp.path().join("pacs");
+    let _pacs = storescp(pacs_port, &pacs_out);
+    let tail = models_config(tmp.path()) + &destination("pacs", "PACS", pacs_port);
+    let node = start_with(tmp.path(), "", &tail, 2);
+    let study = tmp.path().join("study");
+    write_phantom(&study, &small(151), Syntax::Explicit, false, false);
+    let files = sent(&study.join("dicom"));
+    storescu(node.port, &study.join("dicom"), Syntax::Explicit);
+    wait_for(tmp.path(), "the job to be done", 120, || {
+        jobs(&node.status())
+            .first()
+            .is_some_and(|j| j["state"] == "done")
+    });
+    let got = received(&pacs_out);
+    assert_eq!(got.len(), 2, "storescp holds {got:?}");
+    for f in &got {
+        dciodvfy_clean(f);
+        let sop_class = dicom_object::open_file(f)
+            .expect("storescp's file")
+            .meta()
+            .media_storage_sop_class_uid()
+            .trim_end_matches('\0')
+            .to_string();
+        assert_eq!(sop_class, "1.2.840.10008.5.1.4.1.1.66.4");
+    }
+    // /healthz and /metrics count what this test sent.
+    let (line, body) = node.http_get("/healthz");
+    assert!(line.contains("200"), "{line}");
+    assert_eq!(body.trim(), "ok");
+    let (line, m) = node.http_get("/metrics");
+    assert!(line.contains("200"), "{line}");
+    let metric = |name: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{m}"))
+    };
+    let bytes: usize = files.values().map(Vec::len).sum();
+    assert_eq!(
+        metric("pulmo_instances_received_total{outcome=\"stored\"}") as usize,
+        files.len()
+    );
+    assert_eq!(metric("pulmo_received_bytes_total") as usize, bytes);
+    assert_eq!(
+        metric("pulmo_associations_total{outcome=\"accepted\"}") as usize,
+        1
+    );
+    assert_eq!(metric("pulmo_jobs{state=\"done\"}") as usize, 1);
+    assert_eq!(metric("pulmo_deliveries{state=\"delivered\"}") as usize, 2);
+    assert_eq!(
+        metric("pulmo_delivery_attempts_total{outcome=\"delivered\"}") as usize,
+        2
+    );
+    assert_eq!(
+        metric("pulmo_stage_seconds_count{stage=\"job\"}") as usize,
+        1
+    );
+    assert!(metric("pulmo_stage_seconds_sum{stage=\"lobes\"}") > 0.0);
+}
+
+#[test]
+fn a_down_destination_gets_its_results_later_and_a_refusing_one_is_parked_until_retry() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // "ctonly" is another pulmo node: it stores CT and nothing else, so it refuses SEG.
+    let ctonly_dir = tmp.path().join("ctonly");
+    std::fs::create_dir_all(&ctonly_dir).expect("dir");
+    let ctonly = start(&ctonly_dir, "ae_title = \"CTONLY\"");
+    let (pacs_port, pacs_out) = (free_port(), tmp.path().join("pacs"));
+    let tail = models_config(tmp.path())
+        + &destination("pacs", "PACS", pacs_port)
+        + &destination("ctonly", "CTONLY", ctonly.port)
+        + "[delivery]\nmax_attempts = 1000\ninitial_backoff_s = 1\nmax_backoff_s = 1\ntimeout_s = 10\n";
+    let node = start_with(tmp.path(), "", &tail, 2);
+    let study = tmp.path().join("study");
+    write_phantom(&study, &small(171), Syntax::Explicit, false, false);
+    storescu(node.port, &study.join("dicom"), Syntax::Explicit);
+    // The PACS is down: its deliveries stay pending, tried again and again, with the reason.
+    wait_for(tmp.path(), "retries to the down PACS", 120, || {
+        let s = node.status();
+        let d = deliveries(&s);
+        d.len() == 4
+            && d.iter().filter(|d| d["destination"] == "pacs").all(|d| {
+                d["state"] == "pending"
+                    && d["attempts"].as_i64().unwrap_or(0) >= 2
+                    && d["last_error"].as_str().is_some_and(|e| !e.is_empty())
+            })
+    });
+    // The refusing destination is parked at once, with the reason in words.
+    let s = node.status();
+    for d in deliveries(&s)
+        .iter()
+        .filter(|d| d["destination"] == "ctonly")
+    {
+        assert_eq!(d["state"], "failed", "{d:#}");
+        let e = d["last_error"].as_str().unwrap_or("");
+        assert!(
+            e.contains("accepted no presentation context for Segmentation Storage"),
+            "{e}"
+        );
+    }
+    let text = run_ok(pulmo().arg("--config").arg(&node.config).arg("status"));
+    assert!(
+        text.contains("no presentation context for Segmentation Storage"),
+        "{text}"
+    );
+    // The PACS comes up: its results arrive; the job ends failed, naming what was parked.
+    let _pacs = storescp(pacs_port, &pacs_out);
+    wait_for(tmp.path(), "delivery to the PACS", 60, || {
+        received(&pacs_out).len() == 2
+    });
+    wait_for(tmp.path(), "the job to settle", 30, || {
+        jobs(&node.status())
+            .first()
+            .is_some_and(|j| j["state"] == "failed")
+    });
+    let job = jobs(&node.status())[0].clone();
+    assert!(
+        job["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("2 of 4 deliveries parked")),
+        "{job:#}"
+    );
+    // The administrator puts a storage SCP that accepts SEG where the refusing one was, and
+    // retries: the parked results are delivered and the job is done.
+    let ctonly_port = ctonly.port;
+    drop(ctonly);
+    let fixed_out = tmp.path().join("fixed");
+    let _fixed = storescp(ctonly_port, &fixed_out);
+    let out = run_ok(
+        pulmo()
+            .arg("--config")
+            .arg(&node.config)
+            .args(["retry", "--all-failed"]),
+    );
+    assert!(out.contains("2 deliveries queued again"), "{out}");
+    wait_for(tmp.path(), "the retried deliveries", 60, || {
+        jobs(&node.status())
+            .first()
+            .is_some_and(|j| j["state"] == "done")
+    });
+    assert_eq!(received(&fixed_out).len(), 2);
+}
+
+#[test]
+fn kill_9_while_results_wait_for_a_down_destination_then_they_are_delivered_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (pacs_port, pacs_out) = (free_port(), tmp.path().join("pacs"));
+    let tail = models_config(tmp.path())
+        + &destination("pacs", "PACS", pacs_port)
+        + "[delivery]\ninitial_backoff_s = 1\nmax_backoff_s = 1\ntimeout_s = 10\n";
+    let mut node = start_with(tmp.path(), "", &tail, 2);
+    let study = tmp.path().join("study");
+    write_phantom(&study, &small(181), Syntax::Explicit, false, false);
+    storescu(node.port, &study.join("dicom"), Syntax::Explicit);
+    wait_for(tmp.path(), "pending deliveries", 120, || {
+        let s = node.status();
+        let d = deliveries(&s);
+        d.len() == 2 && d.iter().all(|d| d["attempts"].as_i64().unwrap_or(0) >= 1)
+    });
+    node.kill_9();
+    let _pacs = storescp(pacs_port, &pacs_out);
+    let node = start_with(tmp.path(), "", &tail, 2);
+    wait_for(tmp.path(), "the job to be done after restart", 60, || {
+        jobs(&node.status())
+            .first()
+            .is_some_and(|j| j["state"] == "done")
+    });
+    let s = node.status();
+    assert_eq!(jobs(&s).len(), 1, "{s:#}");
+    assert!(deliveries(&s).iter().all(|d| d["state"] == "delivered"));
+    let got = received(&pacs_out);
+    assert_eq!(got.len(), 2, "{got:?}");
+    for f in &got {
+        dciodvfy_clean(f);
+    }
+}
+
+#[test]
+fn pulmo_send_reports_each_file_and_fails_on_a_refusal() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (port, out) = (free_port(), tmp.path().join("pacs"));
+    let _pacs = storescp(port, &out);
+    let study = tmp.path().join("study");
+    write_phantom(&study, &small(191), Syntax::Explicit, false, false);
+    let files = dicom_files(&study.join("dicom"));
+    let text = run_ok(
+        pulmo()
+            .arg("send")
+            .arg(study.join("dicom"))
+            .arg("--to")
+            .arg(format!("PACS@127.0.0.1:{port}")),
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("stored ")).count(),
+        files.len()
+    );
+    assert_eq!(received(&out).len(), files.len());
+    // A node that accepts CT only refuses a SEG: non-zero exit, and the reason for the file.
+    let node_dir = tmp.path().join("node");
+    std::fs::create_dir_all(&node_dir).expect("dir");
+    let node = start(&node_dir, "");
+    let segs = segs_from_truth(&study, &phantom::generate(&small(191)), 0, "t");
+    let out = run(pulmo()
+        .arg("send")
+        .args(&segs)
+        .arg("--to")
+        .arg(format!("PULMO@127.0.0.1:{}", node.port)));
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("no presentation context for Segmentation Storage"),
+        "{text}"
+    );
 }

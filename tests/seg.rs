@@ -48,22 +48,6 @@ fn study_with_segs(dir: &Path, p: &Phantom, shift: usize) -> Vec<PathBuf> {
     segs_from_truth(dir, p, shift, "1")
 }
 
-fn dciodvfy_clean(path: &Path) {
-    let out = run(Command::new(tool("dciodvfy")).arg(path));
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    let problems: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("Error") || l.contains("Warning"))
-        .collect();
-    assert!(
-        problems.is_empty(),
-        "dciodvfy on {}:\n{}",
-        path.display(),
-        problems.join("\n")
-    );
-}
-
 fn check(
     tool_name: &str,
     seg: &Path,

@@ -62,7 +62,10 @@ pub fn run(a: AnalyzeArgs, config: &Config) -> anyhow::Result<ExitCode> {
     } else {
         &mut log
     };
-    let (analysis, masks) = analyze::analyze(&a.input, config, &models, progress)
+    let files = pulmo::pipeline::scan::files_under(&a.input)
+        .with_context(|| format!("reading {}", a.input.display()))?;
+    let origin = a.input.display().to_string();
+    let (analysis, masks) = analyze::analyze(files, &origin, config, &models, progress)
         .with_context(|| format!("the study in {} could not be analysed", a.input.display()))?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let path = a.out.join("findings.json");

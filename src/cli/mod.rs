@@ -5,7 +5,10 @@ mod config_cmd;
 mod inspect;
 mod models;
 mod phantom;
+mod retry;
+mod send;
 mod serve;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,11 +53,15 @@ pub enum Command {
     Phantom(phantom::PhantomArgs),
     /// Read a folder of DICOM files: list studies and series, pick the series to measure, say why
     Inspect(inspect::InspectArgs),
-    /// Send DICOM files to a node with C-STORE
+    /// Send DICOM files (and folders, recursively) to a node with C-STORE
     Send {
+        #[arg(required = true)]
         paths: Vec<PathBuf>,
         #[arg(long, value_name = "AE@HOST:PORT")]
         to: String,
+        /// Calling AE title (default: this node's AE title)
+        #[arg(long)]
+        calling_ae: Option<String>,
     },
     /// Verify a DICOM node with C-ECHO
     Echo {
@@ -69,8 +76,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Send a failed delivery again
+    /// Send parked (failed) deliveries again: one by id, or all of them
     Retry {
+        /// Delivery id, as `pulmo status` lists it
         id: Option<i64>,
         #[arg(long)]
         all_failed: bool,
@@ -131,7 +139,11 @@ pub fn run(args: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => inspect::run(a, &config),
         Command::Config(a) => config_cmd::run(a, args.config.as_deref()),
         Command::Serve => serve::run(&config),
-        Command::Send { .. } => not_yet("send", "the DICOM node issue"),
+        Command::Send {
+            paths,
+            to,
+            calling_ae,
+        } => send::run(&paths, &to, calling_ae, &config),
         Command::Echo { target, calling_ae } => {
             let calling = calling_ae.unwrap_or_else(|| config.node.ae_title.clone());
             let status = pulmo::net::scu::echo(
@@ -147,8 +159,8 @@ pub fn run(args: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
-        Command::Status { .. } => not_yet("status", "the DICOM node issue"),
-        Command::Retry { .. } => not_yet("retry", "the DICOM node issue"),
+        Command::Status { json } => status::run(json, &config),
+        Command::Retry { id, all_failed } => retry::run(id, all_failed, &config),
         Command::Analyze(a) => analyze::run(a, &config),
         Command::Models(c) => models::run(c, &config),
         Command::Demo => not_yet(

@@ -1,6 +1,7 @@
-//! The network: DIMSE command sets, the SCP (C-ECHO, C-STORE) and SCU operations. The only module
-//! that speaks DIMSE.
+//! The network: DIMSE command sets, the SCP (C-ECHO, C-STORE), SCU operations (C-ECHO, C-STORE)
+//! and the delivery of the outbox through them. The only module that speaks DIMSE.
 
+pub mod deliver;
 pub mod dimse;
 pub mod scp;
 pub mod scu;

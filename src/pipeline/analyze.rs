@@ -9,7 +9,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::select::Skipped;
-use super::{ReadStudyError, read_study};
+use super::{ReadStudyError, read_study_files};
 use crate::config::Config;
 use crate::infer::{self, InferError, ModelInfo, ModelSet, postprocess};
 use crate::iod::common::SourceSeries;
@@ -180,9 +180,10 @@ pub fn write_segs_for(
 pub const NOTE: &str = "Automated analysis by pulmo with reference models trained on synthetic data \
      for integration and testing. Unverified; not for clinical use.";
 
-/// Analyse the study in `dir` with `models`.
+/// Analyse the study made of `files` (`origin` names them in errors) with `models`.
 pub fn analyze(
-    dir: &Path,
+    files: Vec<std::path::PathBuf>,
+    origin: &str,
     config: &Config,
     models: &ModelSet,
     progress: &mut dyn Progress,
@@ -196,7 +197,7 @@ pub fn analyze(
 
     progress.stage("read");
     let t = Instant::now();
-    let study = read_study(dir, &config.selection)?;
+    let study = read_study_files(files, origin, &config.selection)?;
     timed("read", t, progress);
     let c = &study.selection.chosen;
     let source = super::scan::source_series(&c.frames, &study.volume.geometry, c.slice_thickness)

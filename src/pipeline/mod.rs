@@ -1,13 +1,14 @@
-//! The study job: reading DICOM files (`scan`), choosing the series to measure (`select`) and
-//! building its HU volume (`assemble`). Later stages (inference, measurement, result objects)
-//! are orchestrated from here too.
+//! The study job: reading DICOM files (`scan`), choosing the series to measure (`select`),
+//! building its HU volume (`assemble`), the analysis in stage order (`analyze`), and running the
+//! node's stable studies through it (`job`).
 
 pub mod analyze;
 pub mod assemble;
+pub mod job;
 pub mod scan;
 pub mod select;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
@@ -39,13 +40,23 @@ pub struct Study {
 
 /// Read one study from a folder: scan, select, assemble.
 pub fn read_study(dir: &Path, cfg: &SelectionConfig) -> Result<Study, ReadStudyError> {
-    let scan = scan::scan(dir).map_err(|source| ReadStudyError::Io {
+    let files = scan::files_under(dir).map_err(|source| ReadStudyError::Io {
         path: dir.display().to_string(),
         source,
     })?;
+    read_study_files(files, &dir.display().to_string(), cfg)
+}
+
+/// Read one study from its files (`origin` names them in errors): scan, select, assemble.
+pub fn read_study_files(
+    files: Vec<PathBuf>,
+    origin: &str,
+    cfg: &SelectionConfig,
+) -> Result<Study, ReadStudyError> {
+    let scan = scan::scan_files(files);
     let mut studies = select::by_study(scan.frames);
     if studies.len() > 1 {
-        return Err(ReadStudyError::SeveralStudies(dir.display().to_string()));
+        return Err(ReadStudyError::SeveralStudies(origin.to_string()));
     }
     let frames = studies.pop_first().map(|(_, f)| f).unwrap_or_default();
     let selection = select::select(frames, cfg)?;

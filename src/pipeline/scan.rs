@@ -172,8 +172,8 @@ pub fn read_header(path: &Path) -> Result<Vec<Frame>, String> {
     Ok(out)
 }
 
-/// Read every file under `dir` (recursively), in a stable order.
-pub fn scan(dir: &Path) -> Result<Scan, std::io::Error> {
+/// Every file under `dir` (recursively), in a stable order.
+pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
     if !dir.exists() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
@@ -188,6 +188,16 @@ pub fn scan(dir: &Path) -> Result<Scan, std::io::Error> {
         }
     }
     paths.sort();
+    Ok(paths)
+}
+
+/// Read every file under `dir` (recursively), in a stable order.
+pub fn scan(dir: &Path) -> Result<Scan, std::io::Error> {
+    Ok(scan_files(files_under(dir)?))
+}
+
+/// Read the headers of `paths`.
+pub fn scan_files(paths: Vec<PathBuf>) -> Scan {
     use rayon::prelude::*;
     let results: Vec<(PathBuf, Result<Vec<Frame>, String>)> = paths
         .into_par_iter()
@@ -206,7 +216,7 @@ pub fn scan(dir: &Path) -> Result<Scan, std::io::Error> {
             }
         }
     }
-    Ok(scan)
+    scan
 }
 
 /// The attributes result objects copy from the source series: patient and study from the first

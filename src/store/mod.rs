@@ -1,18 +1,26 @@
-//! The only module that touches disk and the database: the spool of received instances and the
-//! SQLite index of studies, series and instances.
+//! The only module that touches disk and the database: the spool of received instances, the
+//! SQLite index of studies, series and instances, study jobs and the delivery outbox.
 //!
-//! An instance is written to a temporary file, fsynced, renamed into the spool (and the folder
-//! fsynced), then indexed in one transaction, all before the SCP answers Success: what was
-//! acknowledged survives a `kill -9`. UIDs are validated before they become path components.
+//! - `spool`: instances written durably before the SCP answers Success, and indexed.
+//! - `jobs`: study-stable detection and the job states of DESIGN.md.
+//! - `outbox`: one delivery row per (result object, destination), with back-off and parking.
+//!
+//! Every state change is one SQLite transaction, so a `kill -9` at any point leaves a state that
+//! the next start resumes from. Behind `Store` so that a distributed index is a swap (DESIGN.md).
 
-use std::fs::File;
+pub mod jobs;
+pub mod outbox;
+pub mod spool;
+
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use thiserror::Error;
 
-use crate::iod::uid;
+pub use jobs::{Job, JobState, StudyJobInput};
+pub use outbox::{Delivery, DeliveryState, Destination as OutboxDestination};
+pub use spool::{Committed, InstanceMeta};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -27,32 +35,23 @@ pub enum StoreError {
     BadUid { what: &'static str, value: String },
     #[error("index lock poisoned")]
     Poisoned,
+    #[error("{0}")]
+    NotFound(String),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-/// What the index records of one received instance.
-#[derive(Debug, Clone)]
-pub struct InstanceMeta {
-    pub study_uid: String,
-    pub series_uid: String,
-    pub sop_instance_uid: String,
-    pub sop_class_uid: String,
-    pub transfer_syntax_uid: String,
-    pub modality: String,
-    pub calling_ae: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Committed {
-    Stored(PathBuf),
-    /// The SOP Instance UID was already stored; the new copy was discarded.
-    Duplicate(PathBuf),
+/// Milliseconds since the Unix epoch: the index's clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -67,13 +66,18 @@ pub struct Store {
     db: Mutex<Connection>,
 }
 
+/// `synchronous = NORMAL` in WAL mode: a commit survives the process being killed (the WAL is in
+/// the OS's hands); the instance files themselves are fsynced before Success, and after an unclean
+/// stop `open` re-indexes any spool file that a power loss took out of the index (`spool::reconcile`).
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
-PRAGMA synchronous = FULL;
+PRAGMA synchronous = NORMAL;
+PRAGMA foreign_keys = ON;
+PRAGMA busy_timeout = 10000;
 CREATE TABLE IF NOT EXISTS studies (
     study_uid TEXT PRIMARY KEY,
-    first_received TEXT NOT NULL,
-    last_received TEXT NOT NULL
+    first_received_ms INTEGER NOT NULL,
+    last_received_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS series (
     series_uid TEXT PRIMARY KEY,
@@ -81,7 +85,8 @@ CREATE TABLE IF NOT EXISTS series (
     modality TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS instances (
-    sop_instance_uid TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY,
+    sop_instance_uid TEXT NOT NULL UNIQUE,
     series_uid TEXT NOT NULL REFERENCES series(series_uid),
     study_uid TEXT NOT NULL REFERENCES studies(study_uid),
     sop_class_uid TEXT NOT NULL,
@@ -89,18 +94,90 @@ CREATE TABLE IF NOT EXISTS instances (
     calling_ae TEXT NOT NULL,
     path TEXT NOT NULL,
     bytes INTEGER NOT NULL,
-    received TEXT NOT NULL
+    received_ms INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS instances_by_study ON instances(study_uid);
+CREATE INDEX IF NOT EXISTS instances_by_study ON instances(study_uid, id);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    study_uid TEXT NOT NULL REFERENCES studies(study_uid),
+    state TEXT NOT NULL CHECK (state IN
+        ('stable', 'running', 'delivering', 'done', 'skipped', 'failed')),
+    reason TEXT,
+    -- The job's input: the study's instances with id <= up_to (set again when it starts).
+    up_to INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+-- One queued or running job per study, whatever races the workers run into.
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_one_open_per_study
+    ON jobs(study_uid) WHERE state IN ('stable', 'running');
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    destination TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    sop_instance_uid TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error TEXT,
+    updated_ms INTEGER NOT NULL,
+    UNIQUE (job_id, destination, sop_instance_uid)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_attempt_ms);
+PRAGMA user_version = 1;
 ";
 
+/// Written at a clean stop, removed at start: its absence at start means the last run ended
+/// abruptly, and the spool is reconciled with the index.
+const CLEAN_MARK: &str = "clean-shutdown";
+
 impl Store {
-    /// Open (or create) the store under `data_dir`.
+    /// Open (or create) the store under `data_dir`, recover from an unclean stop, and resume jobs
+    /// that were running.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        for d in [data_dir.join("spool"), data_dir.join("tmp")] {
+        for d in [
+            data_dir.join("spool"),
+            data_dir.join("tmp"),
+            data_dir.join("results"),
+        ] {
             std::fs::create_dir_all(&d).map_err(io(&d))?;
         }
         let db = Connection::open(data_dir.join("pulmo.sqlite"))?;
+        db.execute_batch(SCHEMA)?;
+        let store = Store {
+            root: data_dir.to_path_buf(),
+            db: Mutex::new(db),
+        };
+        let mark = data_dir.join(CLEAN_MARK);
+        let clean = mark.exists();
+        spool::remove_partial_files(&store.root.join("tmp"));
+        if !clean {
+            let n = store.reconcile()?;
+            if n > 0 {
+                tracing::warn!(
+                    instances = n,
+                    "re-indexed spool files missing from the index"
+                );
+            }
+        }
+        std::fs::remove_file(&mark).ok();
+        Ok(store)
+    }
+
+    /// Open the index only, to read or change queue state beside a running node (`pulmo status`,
+    /// `pulmo retry`): no recovery, no clean-stop bookkeeping.
+    pub fn open_existing(data_dir: &Path) -> Result<Store, StoreError> {
+        let path = data_dir.join("pulmo.sqlite");
+        if !path.is_file() {
+            return Err(StoreError::NotFound(format!(
+                "no pulmo index at {} (has `pulmo serve` run with this data_dir?)",
+                path.display()
+            )));
+        }
+        let db = Connection::open(path)?;
         db.execute_batch(SCHEMA)?;
         Ok(Store {
             root: data_dir.to_path_buf(),
@@ -108,91 +185,31 @@ impl Store {
         })
     }
 
-    /// A new temporary file in the store's own file system (so that rename is atomic).
-    pub fn temp_file(&self) -> Result<(PathBuf, File), StoreError> {
-        let path = self
-            .root
-            .join("tmp")
-            .join(format!("{}.part", uuid::Uuid::new_v4()));
-        let f = File::create(&path).map_err(io(&path))?;
-        Ok((path, f))
+    /// Record a clean stop: the next start need not reconcile the spool.
+    pub fn mark_clean_shutdown(&self) -> Result<(), StoreError> {
+        let db = self.conn()?;
+        db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        let mark = self.root.join(CLEAN_MARK);
+        std::fs::write(&mark, b"").map_err(io(&mark))
     }
 
-    /// Move a fully written, fsynced temporary file into the spool and index it. A SOP Instance
-    /// UID already stored is not stored twice.
-    pub fn commit(&self, tmp: &Path, m: &InstanceMeta) -> Result<Committed, StoreError> {
-        for (what, v) in [
-            ("StudyInstanceUID", &m.study_uid),
-            ("SeriesInstanceUID", &m.series_uid),
-            ("SOPInstanceUID", &m.sop_instance_uid),
-            ("SOPClassUID", &m.sop_class_uid),
-        ] {
-            if !uid::is_valid(v) {
-                return Err(StoreError::BadUid {
-                    what,
-                    value: v.clone(),
-                });
-            }
-        }
-        let db = self.db.lock().map_err(|_| StoreError::Poisoned)?;
-        let existing: Option<String> = db
-            .query_row(
-                "SELECT path FROM instances WHERE sop_instance_uid = ?1",
-                params![m.sop_instance_uid],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(p) = existing {
-            std::fs::remove_file(tmp).ok();
-            return Ok(Committed::Duplicate(PathBuf::from(p)));
-        }
-        let dir = self
-            .root
-            .join("spool")
-            .join(&m.study_uid)
-            .join(&m.series_uid);
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let path = dir.join(format!("{}.dcm", m.sop_instance_uid));
-        let bytes = std::fs::metadata(tmp).map_err(io(tmp))?.len();
-        std::fs::rename(tmp, &path).map_err(io(&path))?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&dir))?;
-        let now = crate::iod::common::now();
-        let now = format!("{}{}", now.0, now.1);
-        let mut db = db;
-        let tx = db.transaction()?;
-        tx.execute(
-            "INSERT INTO studies (study_uid, first_received, last_received) VALUES (?1, ?2, ?2)
-             ON CONFLICT(study_uid) DO UPDATE SET last_received = ?2",
-            params![m.study_uid, now],
-        )?;
-        tx.execute(
-            "INSERT OR IGNORE INTO series (series_uid, study_uid, modality) VALUES (?1, ?2, ?3)",
-            params![m.series_uid, m.study_uid, m.modality],
-        )?;
-        tx.execute(
-            "INSERT INTO instances (sop_instance_uid, series_uid, study_uid, sop_class_uid,
-                transfer_syntax_uid, calling_ae, path, bytes, received)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                m.sop_instance_uid,
-                m.series_uid,
-                m.study_uid,
-                m.sop_class_uid,
-                m.transfer_syntax_uid,
-                m.calling_ae,
-                path.display().to_string(),
-                bytes as i64,
-                now
-            ],
-        )?;
-        tx.commit()?;
-        Ok(Committed::Stored(path))
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.db.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    /// Whether the index answers (for /healthz).
+    pub fn healthy(&self) -> bool {
+        self.conn()
+            .and_then(|db| Ok(db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .is_ok()
     }
 
     pub fn counts(&self) -> Result<Counts, StoreError> {
-        let db = self.db.lock().map_err(|_| StoreError::Poisoned)?;
+        let db = self.conn()?;
         let n = |sql: &str| {
             db.query_row(sql, [], |r| r.get::<_, i64>(0))
                 .map(|v| v as u64)
@@ -202,79 +219,5 @@ impl Store {
             series: n("SELECT COUNT(*) FROM series")?,
             instances: n("SELECT COUNT(*) FROM instances")?,
         })
-    }
-
-    /// Path of a stored instance.
-    pub fn instance_path(&self, sop_instance_uid: &str) -> Result<Option<PathBuf>, StoreError> {
-        let db = self.db.lock().map_err(|_| StoreError::Poisoned)?;
-        Ok(db
-            .query_row(
-                "SELECT path FROM instances WHERE sop_instance_uid = ?1",
-                params![sop_instance_uid],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()?
-            .map(PathBuf::from))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    fn meta(sop: &str) -> InstanceMeta {
-        InstanceMeta {
-            study_uid: "1.2.3".into(),
-            series_uid: "1.2.3.4".into(),
-            sop_instance_uid: sop.into(),
-            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
-            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
-            modality: "CT".into(),
-            calling_ae: "SCU".into(),
-        }
-    }
-
-    #[test]
-    fn stores_indexes_and_deduplicates() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
-        let (p, mut f) = store.temp_file().expect("tmp");
-        f.write_all(b"x").expect("write");
-        let c = store.commit(&p, &meta("1.2.3.4.5")).expect("commit");
-        assert!(matches!(c, Committed::Stored(_)));
-        let (p2, _) = store.temp_file().expect("tmp");
-        assert!(matches!(
-            store.commit(&p2, &meta("1.2.3.4.5")).expect("commit"),
-            Committed::Duplicate(_)
-        ));
-        assert!(!p2.exists());
-        assert_eq!(
-            store.counts().expect("counts"),
-            Counts {
-                studies: 1,
-                series: 1,
-                instances: 1
-            }
-        );
-        // The index survives reopening.
-        drop(store);
-        let store = Store::open(dir.path()).expect("reopen");
-        assert_eq!(store.counts().expect("counts").instances, 1);
-    }
-
-    #[test]
-    fn uids_that_could_escape_the_spool_are_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
-        for bad in ["../../etc", "1.2/3", "", "1.2.3 "] {
-            let (p, _) = store.temp_file().expect("tmp");
-            let mut m = meta("1.2.3.9");
-            m.study_uid = bad.into();
-            assert!(
-                matches!(store.commit(&p, &m), Err(StoreError::BadUid { .. })),
-                "{bad:?}"
-            );
-        }
     }
 }

@@ -184,3 +184,20 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// dciodvfy reports neither an error nor a warning on `path`.
+pub fn dciodvfy_clean(path: &Path) {
+    let out = run(Command::new(tool("dciodvfy")).arg(path));
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let problems: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Error") || l.contains("Warning"))
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "dciodvfy on {}:\n{}",
+        path.display(),
+        problems.join("\n")
+    );
+}
