@@ -304,21 +304,7 @@ impl Store {
 
     /// How many jobs are in each state (every state listed, zeros included).
     pub fn jobs_by_state(&self) -> Result<Vec<(JobState, u64)>, StoreError> {
-        let db = self.conn()?;
-        let mut q = db.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
-        let found: Vec<(String, i64)> = q
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        Ok(JobState::ALL
-            .into_iter()
-            .map(|s| {
-                let n = found
-                    .iter()
-                    .find(|(k, _)| k == s.as_str())
-                    .map_or(0, |(_, n)| *n as u64);
-                (s, n)
-            })
-            .collect())
+        self.count_by_state("jobs", &JobState::ALL, |s| s.as_str())
     }
 
     /// Studies, most recently received first.

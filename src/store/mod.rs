@@ -208,6 +208,32 @@ impl Store {
             .is_ok()
     }
 
+    /// Rows of `table` in each of `states` (zeros included), by its `state` column.
+    fn count_by_state<S: Copy>(
+        &self,
+        table: &str,
+        states: &[S],
+        name: impl Fn(S) -> &'static str,
+    ) -> Result<Vec<(S, u64)>, StoreError> {
+        let db = self.conn()?;
+        let mut q = db.prepare(&format!(
+            "SELECT state, COUNT(*) FROM {table} GROUP BY state"
+        ))?;
+        let found: Vec<(String, i64)> = q
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(states
+            .iter()
+            .map(|&s| {
+                let n = found
+                    .iter()
+                    .find(|(k, _)| k == name(s))
+                    .map_or(0, |(_, n)| *n as u64);
+                (s, n)
+            })
+            .collect())
+    }
+
     pub fn counts(&self) -> Result<Counts, StoreError> {
         let db = self.conn()?;
         let n = |sql: &str| {

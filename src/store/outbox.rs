@@ -167,21 +167,7 @@ impl Store {
     }
 
     pub fn deliveries_by_state(&self) -> Result<Vec<(DeliveryState, u64)>, StoreError> {
-        let db = self.conn()?;
-        let mut q = db.prepare("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
-        let found: Vec<(String, i64)> = q
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        Ok(DeliveryState::ALL
-            .into_iter()
-            .map(|s| {
-                let n = found
-                    .iter()
-                    .find(|(k, _)| k == s.as_str())
-                    .map_or(0, |(_, n)| *n as u64);
-                (s, n)
-            })
-            .collect())
+        self.count_by_state("deliveries", &DeliveryState::ALL, |s| s.as_str())
     }
 
     /// The destination acknowledged the object.
