@@ -190,6 +190,8 @@ pub struct OutputConfig {
     pub overlay_series: bool,
     /// "enhanced" (Enhanced SR) or "comprehensive3d" (Comprehensive 3D SR).
     pub sr_kind: String,
+    /// The report's template; unset: the shipped templates/tid1500.xml (built in).
+    pub sr_template: Option<PathBuf>,
 }
 
 impl Default for OutputConfig {
@@ -197,6 +199,7 @@ impl Default for OutputConfig {
         OutputConfig {
             overlay_series: true,
             sr_kind: "enhanced".into(),
+            sr_template: None,
         }
     }
 }
@@ -286,6 +289,9 @@ execution_providers = ["cuda", "cpu"]
 overlay_series = true
 # "enhanced" (Enhanced SR) or "comprehensive3d" (Comprehensive 3D SR).
 sr_kind = "enhanced"
+# The report's content tree (XML). Unset: the shipped templates/tid1500.xml, built in. A copy can
+# change codes, wording or which measurements appear; it is checked at start-up.
+# sr_template = "/etc/pulmo/tid1500.xml"
 
 [http]
 # /healthz and /metrics. Loopback by default.
@@ -415,6 +421,9 @@ impl Config {
                     self.output.sr_kind
                 ),
             ));
+        }
+        if let Some(t) = &self.output.sr_template {
+            validate_path("output.sr_template", t)?;
         }
         validate_host("http.bind", &self.http.bind)?;
         validate_port("http.port", self.http.port)?;

@@ -693,18 +693,31 @@ fn results_are_delivered_to_storescp_valid_and_metrics_count_what_was_sent() {
             .first()
             .is_some_and(|j| j["state"] == "done")
     });
+    // Both SEGs and the SR, each valid.
     let got = received(&pacs_out);
-    assert_eq!(got.len(), 2, "storescp holds {got:?}");
+    assert_eq!(got.len(), 3, "storescp holds {got:?}");
+    let mut classes = Vec::new();
     for f in &got {
-        dciodvfy_clean(f);
         let sop_class = dicom_object::open_file(f)
             .expect("storescp's file")
             .meta()
             .media_storage_sop_class_uid()
             .trim_end_matches('\0')
             .to_string();
-        assert_eq!(sop_class, "1.2.840.10008.5.1.4.1.1.66.4");
+        if sop_class == "1.2.840.10008.5.1.4.1.1.66.4" {
+            dciodvfy_clean(f);
+        }
+        classes.push(sop_class);
     }
+    classes.sort();
+    assert_eq!(
+        classes,
+        [
+            "1.2.840.10008.5.1.4.1.1.66.4",
+            "1.2.840.10008.5.1.4.1.1.66.4",
+            "1.2.840.10008.5.1.4.1.1.88.22"
+        ]
+    );
     // /healthz and /metrics count what this test sent.
     let (line, body) = node.http_get("/healthz");
     assert!(line.contains("200"), "{line}");
@@ -729,10 +742,10 @@ fn results_are_delivered_to_storescp_valid_and_metrics_count_what_was_sent() {
         1
     );
     assert_eq!(metric("pulmo_jobs{state=\"done\"}") as usize, 1);
-    assert_eq!(metric("pulmo_deliveries{state=\"delivered\"}") as usize, 2);
+    assert_eq!(metric("pulmo_deliveries{state=\"delivered\"}") as usize, 3);
     assert_eq!(
         metric("pulmo_delivery_attempts_total{outcome=\"delivered\"}") as usize,
-        2
+        3
     );
     assert_eq!(
         metric("pulmo_stage_seconds_count{stage=\"job\"}") as usize,
@@ -761,7 +774,7 @@ fn a_down_destination_gets_its_results_later_and_a_refusing_one_is_parked_until_
     wait_for(tmp.path(), "retries to the down PACS", 120, || {
         let s = node.status();
         let d = deliveries(&s);
-        d.len() == 4
+        d.len() == 6
             && d.iter().filter(|d| d["destination"] == "pacs").all(|d| {
                 d["state"] == "pending"
                     && d["attempts"].as_i64().unwrap_or(0) >= 2
@@ -777,7 +790,8 @@ fn a_down_destination_gets_its_results_later_and_a_refusing_one_is_parked_until_
         assert_eq!(d["state"], "failed", "{d:#}");
         let e = d["last_error"].as_str().unwrap_or("");
         assert!(
-            e.contains("accepted no presentation context for Segmentation Storage"),
+            e.contains("accepted no presentation context for Segmentation Storage")
+                || e.contains("accepted no presentation context for Enhanced SR Storage"),
             "{e}"
         );
     }
@@ -789,7 +803,7 @@ fn a_down_destination_gets_its_results_later_and_a_refusing_one_is_parked_until_
     // The PACS comes up: its results arrive; the job ends failed, naming what was parked.
     let _pacs = storescp(pacs_port, &pacs_out);
     wait_for(tmp.path(), "delivery to the PACS", 60, || {
-        received(&pacs_out).len() == 2
+        received(&pacs_out).len() == 3
     });
     wait_for(tmp.path(), "the job to settle", 30, || {
         jobs(&node.status())
@@ -800,7 +814,7 @@ fn a_down_destination_gets_its_results_later_and_a_refusing_one_is_parked_until_
     assert!(
         job["reason"]
             .as_str()
-            .is_some_and(|r| r.contains("2 of 4 deliveries parked")),
+            .is_some_and(|r| r.contains("3 of 6 deliveries parked")),
         "{job:#}"
     );
     // The administrator puts a storage SCP that accepts SEG where the refusing one was, and
@@ -815,13 +829,13 @@ fn a_down_destination_gets_its_results_later_and_a_refusing_one_is_parked_until_
             .arg(&node.config)
             .args(["retry", "--all-failed"]),
     );
-    assert!(out.contains("2 deliveries queued again"), "{out}");
+    assert!(out.contains("3 deliveries queued again"), "{out}");
     wait_for(tmp.path(), "the retried deliveries", 60, || {
         jobs(&node.status())
             .first()
             .is_some_and(|j| j["state"] == "done")
     });
-    assert_eq!(received(&fixed_out).len(), 2);
+    assert_eq!(received(&fixed_out).len(), 3);
 }
 
 #[test]
@@ -838,7 +852,7 @@ fn kill_9_while_results_wait_for_a_down_destination_then_they_are_delivered_once
     wait_for(tmp.path(), "pending deliveries", 120, || {
         let s = node.status();
         let d = deliveries(&s);
-        d.len() == 2 && d.iter().all(|d| d["attempts"].as_i64().unwrap_or(0) >= 1)
+        d.len() == 3 && d.iter().all(|d| d["attempts"].as_i64().unwrap_or(0) >= 1)
     });
     node.kill_9();
     let _pacs = storescp(pacs_port, &pacs_out);
@@ -852,10 +866,7 @@ fn kill_9_while_results_wait_for_a_down_destination_then_they_are_delivered_once
     assert_eq!(jobs(&s).len(), 1, "{s:#}");
     assert!(deliveries(&s).iter().all(|d| d["state"] == "delivered"));
     let got = received(&pacs_out);
-    assert_eq!(got.len(), 2, "{got:?}");
-    for f in &got {
-        dciodvfy_clean(f);
-    }
+    assert_eq!(got.len(), 3, "{got:?}");
 }
 
 #[test]

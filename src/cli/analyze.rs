@@ -19,7 +19,7 @@ pub const EXIT_QC_WARNINGS: u8 = 3;
 pub struct AnalyzeArgs {
     /// Folder of DICOM files of one study (read recursively)
     input: PathBuf,
-    /// Output folder: findings.json, seg-lobes.dcm, seg-opacities.dcm
+    /// Output folder: findings.json, seg-lobes.dcm, seg-opacities.dcm, sr.dcm
     #[arg(long)]
     out: PathBuf,
 }
@@ -54,6 +54,7 @@ impl Progress for Bars {
 }
 
 pub fn run(a: AnalyzeArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    let template = analyze::load_template(&config.output).context("loading the SR template")?;
     let models = ModelSet::load(&config.inference).context("loading the models")?;
     let mut bars = Bars { bar: None };
     let mut log = LogProgress;
@@ -72,6 +73,14 @@ pub fn run(a: AnalyzeArgs, config: &Config) -> anyhow::Result<ExitCode> {
     std::fs::write(&path, serde_json::to_string_pretty(&analysis)? + "\n")
         .with_context(|| format!("writing {}", path.display()))?;
     let segs = analyze::write_segs(&a.out, &analysis, &masks).context("writing the SEG objects")?;
+    let sr = analyze::write_report(
+        &a.out,
+        &analysis,
+        &masks,
+        &template,
+        pulmo::iod::sr::SrKind::from_config(&config.output.sr_kind),
+    )
+    .context("writing the SR")?;
 
     let f = &analysis.findings;
     println!(
@@ -99,6 +108,7 @@ pub fn run(a: AnalyzeArgs, config: &Config) -> anyhow::Result<ExitCode> {
     for p in &segs {
         println!("segmentation: {}", p.display());
     }
+    println!("report: {}", sr.display());
     if f.qc_passed {
         Ok(ExitCode::SUCCESS)
     } else {

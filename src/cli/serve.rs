@@ -111,6 +111,7 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         "store opened"
     );
     let metrics = Arc::new(Metrics::new());
+    let analysis = Analysis::new(config.clone()).context("loading the SR template")?;
     let config = Arc::new(config.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -132,7 +133,7 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
                 }
             });
         }
-        let processor: Arc<dyn StudyProcessor> = Arc::new(Analysis::new((*config).clone()));
+        let processor: Arc<dyn StudyProcessor> = Arc::new(analysis);
         for _ in 0..config.jobs.workers {
             background.spawn(worker(
                 store.clone(),

@@ -4,12 +4,14 @@
 //! - `transfer_syntax`: the syntaxes pulmo writes, and encoding pixel data into them.
 //! - `rle`: RLE Lossless encoding (PS3.5 Annex G), which dicom-rs cannot encode.
 //! - `ct`: CT Image Storage instances (the phantom's series).
+//! - `seg`: DICOM Segmentation; `sr`: the TID 1500 report from a template.
 
 pub mod codes;
 pub mod common;
 pub mod ct;
 pub mod rle;
 pub mod seg;
+pub mod sr;
 pub mod transfer_syntax;
 pub mod uid;
 

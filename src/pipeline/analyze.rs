@@ -177,6 +177,53 @@ pub fn write_segs_for(
     Ok(written)
 }
 
+/// The shipped report template, built in so that the binary works from any folder.
+pub const SHIPPED_TEMPLATE: &str = include_str!("../../templates/tid1500.xml");
+
+/// The configured report template, loaded and checked (a bad one is refused with line and reason).
+pub fn load_template(
+    cfg: &crate::config::OutputConfig,
+) -> Result<crate::iod::sr::template::Template, crate::iod::sr::template::TemplateError> {
+    use crate::iod::sr::template::Template;
+    match &cfg.sr_template {
+        Some(p) => Template::load(p),
+        None => Template::parse(SHIPPED_TEMPLATE, "templates/tid1500.xml (built in)"),
+    }
+}
+
+/// Build and write the TID 1500 report (`sr.dcm`) referencing the SEGs of `write_segs`.
+pub fn write_report(
+    out: &Path,
+    analysis: &Analysis,
+    masks: &Masks,
+    template: &crate::iod::sr::template::Template,
+    kind: crate::iod::sr::SrKind,
+) -> Result<std::path::PathBuf, crate::iod::sr::SrError> {
+    use crate::iod::common::{Kind, ResultUids};
+    use crate::iod::sr::{self, ReportInput, SegRef};
+    let uids = ResultUids::new(&masks.source, &model_set_version(&analysis.models));
+    let seg = |k: Kind| SegRef {
+        series_uid: uids.series(k),
+        sop_instance_uid: uids.instance(k),
+    };
+    let input = ReportInput {
+        source: &masks.source,
+        findings: &analysis.findings,
+        models: &analysis.models,
+        execution_provider: &analysis.execution_provider,
+        lobes_seg: seg(Kind::SegLobes),
+        opacities_seg: seg(Kind::SegOpacities),
+        series_uid: uids.series(Kind::Report),
+        sop_instance_uid: uids.instance(Kind::Report),
+        series_number: Kind::Report.series_number(),
+        kind,
+    };
+    let obj = sr::build(template, &input);
+    let path = out.join("sr.dcm");
+    sr::write(obj, kind, &input.sop_instance_uid, &path)?;
+    Ok(path)
+}
+
 pub const NOTE: &str = "Automated analysis by pulmo with reference models trained on synthetic data \
      for integration and testing. Unverified; not for clinical use.";
 

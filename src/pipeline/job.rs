@@ -153,21 +153,25 @@ fn durable_results(files: &[PathBuf], out: &Path) -> Result<Vec<ResultObject>, S
     Ok(results)
 }
 
-/// The real processor: select the series, segment, classify, measure, write the SEGs (and
+/// The real processor: select the series, segment, classify, measure, write the SEGs and the
+/// TID 1500 SR (and
 /// findings.json beside them, which is kept, not delivered). The models are loaded at the first
 /// job and kept; a model set that cannot be loaded fails the job with the reason, and is tried
 /// again at the next.
 pub struct Analysis {
     config: Config,
+    template: crate::iod::sr::template::Template,
     models: Mutex<Option<ModelSet>>,
 }
 
 impl Analysis {
-    pub fn new(config: Config) -> Analysis {
-        Analysis {
+    /// Fails when the SR template is not valid: the node refuses to start with the line and reason.
+    pub fn new(config: Config) -> Result<Analysis, crate::iod::sr::template::TemplateError> {
+        Ok(Analysis {
+            template: analyze::load_template(&config.output)?,
             config,
             models: Mutex::new(None),
-        }
+        })
     }
 }
 
@@ -204,10 +208,15 @@ impl StudyProcessor for Analysis {
             return Processed::Failed(format!("cannot write findings.json: {e}"));
         }
         let t = Instant::now();
-        let files = match analyze::write_segs(out, &analysis, &masks) {
+        let mut files = match analyze::write_segs(out, &analysis, &masks) {
             Ok(f) => f,
             Err(e) => return Processed::Failed(format!("cannot write the SEG objects: {e}")),
         };
+        let kind = crate::iod::sr::SrKind::from_config(&self.config.output.sr_kind);
+        match analyze::write_report(out, &analysis, &masks, &self.template, kind) {
+            Ok(p) => files.push(p),
+            Err(e) => return Processed::Failed(format!("cannot write the SR: {e}")),
+        }
         let mut timings: Vec<(String, f64)> = analysis
             .timings_s
             .iter()
