@@ -2,6 +2,8 @@
 //! installs every tool these tests use.
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
