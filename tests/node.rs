@@ -408,9 +408,9 @@ fn kill_9_during_a_300_instance_transfer_loses_nothing_acknowledged() {
     );
     let files = sent(&study.join("dicom"));
     assert!(files.len() >= 300, "{} instances", files.len());
-    // A stable timeout longer than the restart takes, so that the partial study is not analysed
-    // before the sender's retry.
-    let mut node = start_with(tmp.path(), "", "", 8);
+    // Stable timeouts far longer than a restart takes (even on a loaded machine), so that the
+    // partial study is not analysed before the sender's retry.
+    let mut node = start_with(tmp.path(), "", "", 60);
     let log = tmp.path().join("storescu.log");
     let mut sender = Command::new(tool("storescu"))
         .env("TCP_NODELAY", "1")
@@ -439,7 +439,7 @@ fn kill_9_during_a_300_instance_transfer_loses_nothing_acknowledged() {
     );
     // Restart on the same data: every instance that got Success is there, byte for byte, and
     // indexed.
-    let node = start_with(tmp.path(), "", "", 8);
+    let node = start_with(tmp.path(), "", "", 60);
     let store = pulmo::store::Store::open_existing(&node.data).expect("index");
     for f in &acked {
         let uid = dicom_object::OpenFileOptions::new()
@@ -473,10 +473,14 @@ fn kill_9_during_a_300_instance_transfer_loses_nothing_acknowledged() {
         store.counts().expect("counts").instances as usize,
         files.len()
     );
+    assert!(jobs(&node.status()).is_empty());
+    // Once the study is quiet it gets exactly one job (a short stable timeout from here on).
+    drop(node);
+    let node = start_with(tmp.path(), "", "", 1);
     wait_for(tmp.path(), "the study's job", 60, || {
         !jobs(&node.status()).is_empty()
     });
-    std::thread::sleep(Duration::from_secs(9));
+    std::thread::sleep(Duration::from_secs(3));
     assert_eq!(jobs(&node.status()).len(), 1, "{:#?}", node.status());
 }
 
