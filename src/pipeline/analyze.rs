@@ -217,11 +217,53 @@ pub fn write_report(
         sop_instance_uid: uids.instance(Kind::Report),
         series_number: Kind::Report.series_number(),
         kind,
+        lobe_slices: BTreeMap::new(),
+        lung_slice: String::new(),
+    };
+    let (lobe_slices, lung_slice) = largest_slices(masks);
+    let input = ReportInput {
+        lobe_slices,
+        lung_slice,
+        ..input
     };
     let obj = sr::build(template, &input);
     let path = out.join("sr.dcm");
     sr::write(obj, kind, &input.sop_instance_uid, &path)?;
     Ok(path)
+}
+
+/// The source slice where each lobe has the most voxels, and where the lungs have.
+fn largest_slices(masks: &Masks) -> (BTreeMap<String, String>, String) {
+    let g = &masks.volume.geometry;
+    let plane = g.rows * g.columns;
+    let mut per_slice = vec![[0u64; 6]; g.slices];
+    for (k, counts) in per_slice.iter_mut().enumerate() {
+        for &l in &masks.lobes[k * plane..(k + 1) * plane] {
+            counts[usize::from(l.min(5))] += 1;
+        }
+    }
+    let slice_uid = |k: usize| {
+        masks
+            .source
+            .slices
+            .get(k)
+            .map(|(uid, _)| uid.clone())
+            .unwrap_or_default()
+    };
+    let best = |count: &dyn Fn(&[u64; 6]) -> u64| {
+        (0..per_slice.len())
+            .max_by_key(|&k| count(&per_slice[k]))
+            .unwrap_or(0)
+    };
+    let lobes = crate::quant::Lobe::ALL
+        .into_iter()
+        .map(|l| {
+            let i = usize::from(l.label());
+            (l.key().to_string(), slice_uid(best(&|c| c[i])))
+        })
+        .collect();
+    let lung = slice_uid(best(&|c| c[1..].iter().sum()));
+    (lobes, lung)
 }
 
 pub const NOTE: &str = "Automated analysis by pulmo with reference models trained on synthetic data \

@@ -92,6 +92,10 @@ pub struct ReportInput<'a> {
     pub sop_instance_uid: String,
     pub series_number: i32,
     pub kind: SrKind,
+    /// SOP Instance UID of the CT slice where each lobe (by key) is largest, and where the lungs
+    /// are: the "Source of Measurement" a viewer opens with each group.
+    pub lobe_slices: std::collections::BTreeMap<String, String>,
+    pub lung_slice: String,
 }
 
 fn lobe_codes(l: Lobe) -> (&'static str, &'static str, &'static str, &'static str) {
@@ -162,6 +166,8 @@ impl ReportInput<'_> {
             ("execution_provider", self.execution_provider.to_string()),
             ("note", crate::pipeline::analyze::NOTE.to_string()),
             ("source.series_uid", self.source.series_instance_uid.clone()),
+            ("source.sop_class", self.source.sop_class_uid.clone()),
+            ("source.lung_slice", self.lung_slice.clone()),
             ("lung.volume_ml", ds(w.volume_ml)),
             ("lung.plo_percent", ds(w.plo_percent)),
             ("lung.ctss_total", w.ctss_total.to_string()),
@@ -199,6 +205,13 @@ impl ReportInput<'_> {
                         self.lobes_seg.sop_instance_uid.clone(),
                     ),
                     ("lobe.segment", l.label().to_string()),
+                    (
+                        "lobe.slice",
+                        self.lobe_slices
+                            .get(l.key())
+                            .cloned()
+                            .unwrap_or_else(|| self.lung_slice.clone()),
+                    ),
                     ("lobe.volume_ml", ds(m.volume_ml)),
                     ("lobe.plo_percent", ds(m.plo_percent)),
                     ("lobe.ggo_percent", ds(m.ggo_percent)),
