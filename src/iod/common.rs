@@ -207,6 +207,58 @@ pub fn put_patient_study(o: &mut InMemDicomObject, s: &SourceSeries) {
     }
 }
 
+/// What identifies a result instance and its series.
+pub struct InstanceHeader<'a> {
+    pub sop_class_uid: &'a str,
+    pub sop_instance_uid: &'a str,
+    pub modality: &'a str,
+    pub series_uid: &'a str,
+    pub series_number: i32,
+    pub series_description: &'a str,
+}
+
+/// SOP Common, series and content attributes every result object carries, dated now.
+pub fn put_instance_header(o: &mut InMemDicomObject, h: &InstanceHeader<'_>) {
+    let (date, time) = now();
+    put_str(o, tags::SOP_CLASS_UID, VR::UI, h.sop_class_uid);
+    put_str(o, tags::SOP_INSTANCE_UID, VR::UI, h.sop_instance_uid);
+    put_str(o, tags::INSTANCE_CREATION_DATE, VR::DA, &date);
+    put_str(o, tags::INSTANCE_CREATION_TIME, VR::TM, &time);
+    put_str(o, tags::SERIES_DATE, VR::DA, &date);
+    put_str(o, tags::SERIES_TIME, VR::TM, &time);
+    put_str(o, tags::CONTENT_DATE, VR::DA, &date);
+    put_str(o, tags::CONTENT_TIME, VR::TM, &time);
+    put_str(o, tags::MODALITY, VR::CS, h.modality);
+    put_str(o, tags::SERIES_INSTANCE_UID, VR::UI, h.series_uid);
+    put_str(o, tags::SERIES_NUMBER, VR::IS, &h.series_number.to_string());
+    put_str(o, tags::SERIES_DESCRIPTION, VR::LO, h.series_description);
+    put_str(o, tags::INSTANCE_NUMBER, VR::IS, "1");
+}
+
+/// Write a result object as a Part 10 file in explicit VR little endian, through a temporary
+/// file renamed into place (a reader never sees half a file). The error is in words.
+pub fn write_part10(
+    obj: InMemDicomObject,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    path: &std::path::Path,
+) -> Result<(), String> {
+    use dicom_dictionary_std::uids;
+    let file = obj
+        .with_meta(
+            dicom_object::FileMetaTableBuilder::new()
+                .media_storage_sop_class_uid(sop_class_uid)
+                .media_storage_sop_instance_uid(sop_instance_uid)
+                .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+                .implementation_class_uid(super::IMPLEMENTATION_CLASS_UID)
+                .implementation_version_name(super::IMPLEMENTATION_VERSION_NAME),
+        )
+        .map_err(|e| e.to_string())?;
+    let tmp = path.with_extension("dcm.tmp");
+    file.write_to_file(&tmp).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+}
+
 pub fn put_equipment(o: &mut InMemDicomObject) {
     put_str(o, tags::MANUFACTURER, VR::LO, "pulmo");
     put_str(o, tags::MANUFACTURER_MODEL_NAME, VR::LO, "pulmo");

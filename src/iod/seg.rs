@@ -6,16 +6,16 @@ use std::path::Path;
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
-use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use dicom_object::InMemDicomObject;
 use rayon::prelude::*;
 use thiserror::Error;
 
+use super::codes;
 use super::common::{
-    Code, SourceSeries, cielab, code_item, item, now, put_equipment, put_patient_study, put_seq,
-    put_str, put_us,
+    Code, InstanceHeader, SourceSeries, cielab, code_item, item, put_equipment,
+    put_instance_header, put_patient_study, put_seq, put_str, put_us, write_part10,
 };
 use super::ct::ds;
-use super::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, codes};
 
 #[derive(Debug, Error)]
 pub enum SegError {
@@ -237,42 +237,19 @@ pub fn build(
     let cols =
         u16::try_from(g.columns).map_err(|_| SegError::Invalid("too many columns".into()))?;
     let frames = frames_of(labels, plane, g.slices, segments);
-    let (date, time) = now();
     let mut o = InMemDicomObject::new_empty();
     put_patient_study(&mut o, source);
-    put_str(
+    put_instance_header(
         &mut o,
-        tags::SOP_CLASS_UID,
-        VR::UI,
-        uids::SEGMENTATION_STORAGE,
+        &InstanceHeader {
+            sop_class_uid: uids::SEGMENTATION_STORAGE,
+            sop_instance_uid: &meta.sop_instance_uid,
+            modality: "SEG",
+            series_uid: &meta.series_uid,
+            series_number: meta.series_number,
+            series_description: &meta.series_description,
+        },
     );
-    put_str(
-        &mut o,
-        tags::SOP_INSTANCE_UID,
-        VR::UI,
-        &meta.sop_instance_uid,
-    );
-    put_str(&mut o, tags::INSTANCE_CREATION_DATE, VR::DA, &date);
-    put_str(&mut o, tags::INSTANCE_CREATION_TIME, VR::TM, &time);
-    put_str(&mut o, tags::SERIES_DATE, VR::DA, &date);
-    put_str(&mut o, tags::SERIES_TIME, VR::TM, &time);
-    put_str(&mut o, tags::CONTENT_DATE, VR::DA, &date);
-    put_str(&mut o, tags::CONTENT_TIME, VR::TM, &time);
-    put_str(&mut o, tags::MODALITY, VR::CS, "SEG");
-    put_str(&mut o, tags::SERIES_INSTANCE_UID, VR::UI, &meta.series_uid);
-    put_str(
-        &mut o,
-        tags::SERIES_NUMBER,
-        VR::IS,
-        &meta.series_number.to_string(),
-    );
-    put_str(
-        &mut o,
-        tags::SERIES_DESCRIPTION,
-        VR::LO,
-        &meta.series_description,
-    );
-    put_str(&mut o, tags::INSTANCE_NUMBER, VR::IS, "1");
     put_str(
         &mut o,
         tags::FRAME_OF_REFERENCE_UID,
@@ -597,23 +574,16 @@ pub fn build(
 
 /// Write a SEG dataset to `path` (explicit VR little endian), through a temporary file.
 pub fn write(obj: InMemDicomObject, meta: &SegMeta, path: &Path) -> Result<(), SegError> {
-    let err = |m: String| SegError::Write {
+    write_part10(
+        obj,
+        uids::SEGMENTATION_STORAGE,
+        &meta.sop_instance_uid,
+        path,
+    )
+    .map_err(|message| SegError::Write {
         path: path.display().to_string(),
-        message: m,
-    };
-    let file = obj
-        .with_meta(
-            FileMetaTableBuilder::new()
-                .media_storage_sop_class_uid(uids::SEGMENTATION_STORAGE)
-                .media_storage_sop_instance_uid(meta.sop_instance_uid.as_str())
-                .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-                .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-                .implementation_version_name(IMPLEMENTATION_VERSION_NAME),
-        )
-        .map_err(|e| err(e.to_string()))?;
-    let tmp = path.with_extension("dcm.tmp");
-    file.write_to_file(&tmp).map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+        message,
+    })
 }
 
 #[cfg(test)]

@@ -10,12 +10,15 @@ use std::path::Path;
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
-use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use dicom_object::InMemDicomObject;
 use thiserror::Error;
 
 use self::template::{Item, Node, Scope, Template, ValueType, fill};
-use super::common::{SourceSeries, item, put_equipment, put_patient_study, put_seq, put_str};
-use super::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, codes, uid};
+use super::common::{
+    InstanceHeader, SourceSeries, item, put_equipment, put_instance_header, put_patient_study,
+    put_seq, put_str, write_part10,
+};
+use super::{codes, uid};
 use crate::infer::ModelInfo;
 use crate::infer::model::Role;
 use crate::quant::{Findings, Lobe};
@@ -399,38 +402,22 @@ pub fn build(template: &Template, input: &ReportInput<'_>) -> InMemDicomObject {
     let mut o = content(&template.root, &[&report], input);
     put_patient_study(&mut o, s);
     put_equipment(&mut o);
-    let (date, time) = super::common::now();
-    put_str(&mut o, tags::SOP_CLASS_UID, VR::UI, input.kind.sop_class());
-    put_str(
+    put_instance_header(
         &mut o,
-        tags::SOP_INSTANCE_UID,
-        VR::UI,
-        &input.sop_instance_uid,
-    );
-    put_str(&mut o, tags::INSTANCE_CREATION_DATE, VR::DA, &date);
-    put_str(&mut o, tags::INSTANCE_CREATION_TIME, VR::TM, &time);
-    put_str(&mut o, tags::MODALITY, VR::CS, "SR");
-    put_str(&mut o, tags::SERIES_INSTANCE_UID, VR::UI, &input.series_uid);
-    put_str(
-        &mut o,
-        tags::SERIES_NUMBER,
-        VR::IS,
-        &input.series_number.to_string(),
-    );
-    put_str(
-        &mut o,
-        tags::SERIES_DESCRIPTION,
-        VR::LO,
-        "pulmo lung report (SR, unverified)",
+        &InstanceHeader {
+            sop_class_uid: input.kind.sop_class(),
+            sop_instance_uid: &input.sop_instance_uid,
+            modality: "SR",
+            series_uid: &input.series_uid,
+            series_number: input.series_number,
+            series_description: "pulmo lung report (SR, unverified)",
+        },
     );
     put_seq(
         &mut o,
         tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
         vec![],
     );
-    put_str(&mut o, tags::INSTANCE_NUMBER, VR::IS, "1");
-    put_str(&mut o, tags::CONTENT_DATE, VR::DA, &date);
-    put_str(&mut o, tags::CONTENT_TIME, VR::TM, &time);
     put_str(&mut o, tags::COMPLETION_FLAG, VR::CS, "COMPLETE");
     put_str(&mut o, tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED");
     put_seq(&mut o, tags::PERFORMED_PROCEDURE_CODE_SEQUENCE, vec![]);
@@ -504,21 +491,8 @@ pub fn build(template: &Template, input: &ReportInput<'_>) -> InMemDicomObject {
 
 /// Write the SR to `path` (explicit VR little endian), through a temporary file.
 pub fn write(obj: InMemDicomObject, kind: SrKind, sop: &str, path: &Path) -> Result<(), SrError> {
-    let err = |m: String| SrError::Write {
+    write_part10(obj, kind.sop_class(), sop, path).map_err(|message| SrError::Write {
         path: path.display().to_string(),
-        message: m,
-    };
-    let file = obj
-        .with_meta(
-            FileMetaTableBuilder::new()
-                .media_storage_sop_class_uid(kind.sop_class())
-                .media_storage_sop_instance_uid(sop)
-                .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-                .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-                .implementation_version_name(IMPLEMENTATION_VERSION_NAME),
-        )
-        .map_err(|e| err(e.to_string()))?;
-    let tmp = path.with_extension("dcm.tmp");
-    file.write_to_file(&tmp).map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+        message,
+    })
 }
