@@ -218,7 +218,7 @@ pub fn write_report(
         series_number: Kind::Report.series_number(),
         kind,
         lobe_slices: BTreeMap::new(),
-        lung_slice: String::new(),
+        lung_slice: Default::default(),
     };
     let (lobe_slices, lung_slice) = largest_slices(masks);
     let input = ReportInput {
@@ -232,8 +232,9 @@ pub fn write_report(
     Ok(path)
 }
 
-/// The source slice where each lobe has the most voxels, and where the lungs have.
-fn largest_slices(masks: &Masks) -> (BTreeMap<String, String>, String) {
+/// The source slice where each lobe has the most voxels, and where the lungs have, with the
+/// centroid there.
+fn largest_slices(masks: &Masks) -> (BTreeMap<String, crate::iod::sr::Spot>, crate::iod::sr::Spot) {
     let g = &masks.volume.geometry;
     let plane = g.rows * g.columns;
     let mut per_slice = vec![[0u64; 6]; g.slices];
@@ -242,27 +243,41 @@ fn largest_slices(masks: &Masks) -> (BTreeMap<String, String>, String) {
             counts[usize::from(l.min(5))] += 1;
         }
     }
-    let slice_uid = |k: usize| {
-        masks
-            .source
-            .slices
-            .get(k)
-            .map(|(uid, _)| uid.clone())
-            .unwrap_or_default()
-    };
-    let best = |count: &dyn Fn(&[u64; 6]) -> u64| {
-        (0..per_slice.len())
+    let spot = |inside: &dyn Fn(u8) -> bool, count: &dyn Fn(&[u64; 6]) -> u64| {
+        let k = (0..per_slice.len())
             .max_by_key(|&k| count(&per_slice[k]))
-            .unwrap_or(0)
+            .unwrap_or(0);
+        let (mut n, mut sc, mut sr) = (0f64, 0f64, 0f64);
+        for (i, &l) in masks.lobes[k * plane..(k + 1) * plane].iter().enumerate() {
+            if inside(l) {
+                n += 1.0;
+                sc += (i % g.columns) as f64;
+                sr += (i / g.columns) as f64;
+            }
+        }
+        crate::iod::sr::Spot {
+            sop_instance_uid: masks
+                .source
+                .slices
+                .get(k)
+                .map(|(uid, _)| uid.clone())
+                .unwrap_or_default(),
+            column: if n > 0.0 {
+                sc / n
+            } else {
+                g.columns as f64 / 2.0
+            },
+            row: if n > 0.0 { sr / n } else { g.rows as f64 / 2.0 },
+        }
     };
     let lobes = crate::quant::Lobe::ALL
         .into_iter()
         .map(|l| {
             let i = usize::from(l.label());
-            (l.key().to_string(), slice_uid(best(&|c| c[i])))
+            (l.key().to_string(), spot(&|v| v == l.label(), &|c| c[i]))
         })
         .collect();
-    let lung = slice_uid(best(&|c| c[1..].iter().sum()));
+    let lung = spot(&|v| v > 0, &|c| c[1..].iter().sum());
     (lobes, lung)
 }
 

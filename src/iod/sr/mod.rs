@@ -97,8 +97,17 @@ pub struct ReportInput<'a> {
     pub kind: SrKind,
     /// SOP Instance UID of the CT slice where each lobe (by key) is largest, and where the lungs
     /// are: the "Source of Measurement" a viewer opens with each group.
-    pub lobe_slices: std::collections::BTreeMap<String, String>,
-    pub lung_slice: String,
+    pub lobe_slices: std::collections::BTreeMap<String, Spot>,
+    pub lung_slice: Spot,
+}
+
+/// Where a structure is shown: the slice (SOP Instance UID) where it is largest, and its centroid
+/// there in image pixels (column, row).
+#[derive(Debug, Clone, Default)]
+pub struct Spot {
+    pub sop_instance_uid: String,
+    pub column: f64,
+    pub row: f64,
 }
 
 fn lobe_codes(l: Lobe) -> (&'static str, &'static str, &'static str, &'static str) {
@@ -170,7 +179,12 @@ impl ReportInput<'_> {
             ("note", crate::pipeline::analyze::NOTE.to_string()),
             ("source.series_uid", self.source.series_instance_uid.clone()),
             ("source.sop_class", self.source.sop_class_uid.clone()),
-            ("source.lung_slice", self.lung_slice.clone()),
+            (
+                "source.lung_slice",
+                self.lung_slice.sop_instance_uid.clone(),
+            ),
+            ("source.lung_column", ds(self.lung_slice.column)),
+            ("source.lung_row", ds(self.lung_slice.row)),
             ("lung.volume_ml", ds(w.volume_ml)),
             ("lung.plo_percent", ds(w.plo_percent)),
             ("lung.ctss_total", w.ctss_total.to_string()),
@@ -194,6 +208,7 @@ impl ReportInput<'_> {
             .filter_map(|l| {
                 let m = self.findings.measurements.lobes.get(l.key())?;
                 let (code, meaning, side, side_meaning) = lobe_codes(l);
+                let spot = self.lobe_slices.get(l.key()).unwrap_or(&self.lung_slice);
                 Some(vec![
                     ("lobe.key", l.key().to_string()),
                     ("lobe.name", l.name().to_string()),
@@ -208,13 +223,9 @@ impl ReportInput<'_> {
                         self.lobes_seg.sop_instance_uid.clone(),
                     ),
                     ("lobe.segment", l.label().to_string()),
-                    (
-                        "lobe.slice",
-                        self.lobe_slices
-                            .get(l.key())
-                            .cloned()
-                            .unwrap_or_else(|| self.lung_slice.clone()),
-                    ),
+                    ("lobe.slice", spot.sop_instance_uid.clone()),
+                    ("lobe.column", ds(spot.column)),
+                    ("lobe.row", ds(spot.row)),
                     ("lobe.volume_ml", ds(m.volume_ml)),
                     ("lobe.plo_percent", ds(m.plo_percent)),
                     ("lobe.ggo_percent", ds(m.ggo_percent)),
@@ -336,6 +347,19 @@ fn content(it: &Item, values: &[&Values], input: &ReportInput<'_>) -> InMemDicom
                     put_str(m, tags::NUMERIC_VALUE, VR::DS, &value);
                 })],
             );
+        }
+        ValueType::Scoord => {
+            put_str(&mut o, tags::GRAPHIC_TYPE, VR::CS, &get("graphic-type"));
+            // Column and row pairs, separated by backslashes as DICOM writes them.
+            let points: Vec<f32> = get("graphic-data")
+                .split('\\')
+                .filter_map(|v| v.trim().parse::<f32>().ok())
+                .collect();
+            o.put(DataElement::new(
+                tags::GRAPHIC_DATA,
+                VR::FL,
+                PrimitiveValue::F32(points.into()),
+            ));
         }
         ValueType::Image => {
             let segment = it.attrs.contains_key("segment").then(|| get("segment"));

@@ -30,6 +30,8 @@ pub enum ValueType {
     Num,
     UidRef,
     Image,
+    /// A point or outline on one image (SCOORD), SELECTED FROM its IMAGE.
+    Scoord,
 }
 
 impl ValueType {
@@ -41,6 +43,7 @@ impl ValueType {
             "num" => ValueType::Num,
             "uidref" => ValueType::UidRef,
             "image" => ValueType::Image,
+            "scoord" => ValueType::Scoord,
             _ => return None,
         })
     }
@@ -53,6 +56,7 @@ impl ValueType {
             ValueType::Num => "NUM",
             ValueType::UidRef => "UIDREF",
             ValueType::Image => "IMAGE",
+            ValueType::Scoord => "SCOORD",
         }
     }
 
@@ -64,19 +68,21 @@ impl ValueType {
             ValueType::Code => (&["value-code", "value-scheme", "value-meaning"], &[]),
             ValueType::Num => (&["value", "unit-code", "unit-meaning"], &[]),
             ValueType::Image => (&["sop-class", "sop-instance"], &["segment"]),
+            ValueType::Scoord => (&["graphic-type", "graphic-data"], &[]),
         }
     }
 }
 
 /// The relationships a template may use, and the value types each may point to (PS3.3
 /// C.17.3.2.4, as Enhanced SR restricts them; INFERRED FROM and HAS PROPERTIES are not needed by
-/// TID 1500 and are left out).
+/// TID 1500 and are left out). A SCOORD must name its image by SELECTED FROM.
 fn allowed(parent: ValueType, rel: &str, child: ValueType) -> Result<(), String> {
     use ValueType::*;
     let ok = match rel {
         "CONTAINS" => parent == Container,
         "HAS OBS CONTEXT" => parent == Container && matches!(child, Text | Code | Num | UidRef),
         "HAS CONCEPT MOD" => parent != Image && matches!(child, Text | Code),
+        "SELECTED FROM" => parent == Scoord && child == Image,
         other => return Err(format!("unknown relationship \"{other}\"")),
     };
     if ok {
@@ -127,6 +133,8 @@ impl Scope {
                 ("source.series_uid", false),
                 ("source.sop_class", false),
                 ("source.lung_slice", false),
+                ("source.lung_column", true),
+                ("source.lung_row", true),
                 ("lung.volume_ml", true),
                 ("lung.plo_percent", true),
                 ("lung.ctss_total", true),
@@ -146,6 +154,8 @@ impl Scope {
                 ("lobe.seg_sop_class", false),
                 ("lobe.seg_sop_instance", false),
                 ("lobe.slice", false),
+                ("lobe.column", true),
+                ("lobe.row", true),
                 ("lobe.segment", true),
                 ("lobe.volume_ml", true),
                 ("lobe.plo_percent", true),
