@@ -581,6 +581,14 @@ mod tests {
                 "may not have a NUM child",
             ),
             (
+                OK.replace(
+                    "rel=\"CONTAINS\" code=\"118565006\"",
+                    "rel=\"SELECTED FROM\" code=\"118565006\"",
+                ),
+                5,
+                "a CONTAINER may not have a NUM child by SELECTED FROM",
+            ),
+            (
                 OK.replace("<num ", "<number "),
                 5,
                 "unknown element <number>",
