@@ -211,6 +211,7 @@ pub fn write_report(
         findings: &analysis.findings,
         models: &analysis.models,
         execution_provider: &analysis.execution_provider,
+        note: analysis.note,
         lobes_seg: seg(Kind::SegLobes),
         opacities_seg: seg(Kind::SegOpacities),
         series_uid: uids.series(Kind::Report),

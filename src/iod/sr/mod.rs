@@ -89,6 +89,8 @@ pub struct ReportInput<'a> {
     pub findings: &'a Findings,
     pub models: &'a [ModelInfo],
     pub execution_provider: &'a str,
+    /// The disclaimer every report carries (the models are synthetic-data reference models).
+    pub note: &'a str,
     pub lobes_seg: SegRef,
     pub opacities_seg: SegRef,
     pub series_uid: String,
@@ -176,7 +178,7 @@ impl ReportInput<'_> {
                 ),
             ),
             ("execution_provider", self.execution_provider.to_string()),
-            ("note", crate::pipeline::analyze::NOTE.to_string()),
+            ("note", self.note.to_string()),
             ("source.series_uid", self.source.series_instance_uid.clone()),
             ("source.sop_class", self.source.sop_class_uid.clone()),
             (
