@@ -592,14 +592,7 @@ fn parse_instance(
             &owned
         }
     };
-    let text = |tag| {
-        obj.element_opt(tag)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_str().ok())
-            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-            .unwrap_or_default()
-    };
+    let text = |tag| crate::store::spool::text_of(obj, tag);
     Ok(Identifiers {
         study_uid: text(tags::STUDY_INSTANCE_UID),
         series_uid: text(tags::SERIES_INSTANCE_UID),

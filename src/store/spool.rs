@@ -200,20 +200,23 @@ fn index(
     Ok(())
 }
 
+/// A text attribute as the index stores it: padding removed, empty when absent.
+pub(crate) fn text_of(obj: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> String {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+        .unwrap_or_default()
+}
+
 /// The index attributes of a spool file, from its header.
 fn read_meta(path: &Path) -> Result<InstanceMeta, String> {
     let obj = dicom_object::OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
         .map_err(|e| e.to_string())?;
-    let text = |tag| {
-        obj.element_opt(tag)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_str().ok())
-            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-            .unwrap_or_default()
-    };
+    let text = |tag| text_of(&obj, tag);
     let m = InstanceMeta {
         study_uid: text(tags::STUDY_INSTANCE_UID),
         series_uid: text(tags::SERIES_INSTANCE_UID),
