@@ -3,7 +3,8 @@
 - every object: dciodvfy (no "Error" line) and dcmjs (parses, naturalises);
 - SEG: highdicom segread (masks read), dcmqi segimage2itkimage (converts);
 - SR: DCMTK dsrdump -Ee -Ec (nothing on stderr), highdicom srread as a TID 1500 Measurement
-  Report, dcmqi tid1500reader (converts).
+  Report, dcmqi tid1500reader (converts);
+- Secondary Capture (the overlay series): pydicom decodes RGB pixels, DCMTK dcm2pnm renders a PNG.
 
 Prints one row per file and validator, then a summary line "N passed, N failed"."""
 import os
@@ -19,6 +20,7 @@ root = pathlib.Path(__file__).resolve().parent.parent
 venv_bin = pathlib.Path(sys.executable).parent
 node_modules = root / "build/node/node_modules"
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"
+SC = "1.2.840.10008.5.1.4.1.1.7"
 SR = {"1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR", "1.2.840.10008.5.1.4.1.1.88.34": "Comprehensive 3D SR"}
 
 
@@ -75,12 +77,27 @@ def dcmqi_sr(path):
         return r.returncode == 0 and target.exists(), r.stderr.strip()[-200:]
 
 
+def sc_pixels(path):
+    ds = pydicom.dcmread(path)
+    a = ds.pixel_array
+    ok = a.ndim == 3 and a.shape[2] == 3 and ds.PhotometricInterpretation == "RGB" and a.max() > 0
+    return ok, f"pixels {a.shape}"
+
+
+def dcm2pnm(path):
+    with tempfile.TemporaryDirectory() as out:
+        r = run(["dcm2pnm", "--write-png", path, pathlib.Path(out) / "image.png"])
+        return r.returncode == 0 and (pathlib.Path(out) / "image.png").exists(), r.stderr.strip()[-200:]
+
+
 def checks(sop_class):
     common = [("dciodvfy", dciodvfy), ("dcmjs", dcmjs)]
     if sop_class == SEG:
         return common + [("highdicom", highdicom_seg), ("dcmqi", dcmqi_seg)]
     if sop_class in SR:
         return common + [("dsrdump", dsrdump), ("highdicom", highdicom_sr), ("dcmqi", dcmqi_sr)]
+    if sop_class == SC:
+        return common + [("pydicom", sc_pixels), ("dcm2pnm", dcm2pnm)]
     return common
 
 
@@ -95,7 +112,7 @@ def main():
             sop_class = pydicom.dcmread(f, stop_before_pixels=True).SOPClassUID
         except Exception:
             continue  # not DICOM (findings.json, say)
-        kind = "SEG" if sop_class == SEG else SR.get(sop_class, sop_class)
+        kind = {SEG: "SEG", SC: "Secondary Capture"}.get(sop_class) or SR.get(sop_class, sop_class)
         for name, check in checks(sop_class):
             try:
                 ok, detail = check(f)

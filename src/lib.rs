@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod net;
 pub mod nifti;
 pub mod phantom;
+pub mod picture;
 pub mod pipeline;
 pub mod quant;
 pub mod store;

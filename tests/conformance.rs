@@ -55,6 +55,7 @@ fn the_tables_match_the_code() {
         "1.2.840.10008.5.1.4.1.1.66.4",
         SrKind::Enhanced.sop_class(),
         SrKind::Comprehensive3d.sop_class(),
+        "1.2.840.10008.5.1.4.1.1.7",
     ]
     .into_iter()
     .map(String::from)

@@ -490,10 +490,14 @@ fn results_are_delivered_to_storescp_valid_and_metrics_count_what_was_sent() {
     let pacs_port = free_port();
     let pacs_out = tmp.path().join("pacs");
     let _pacs = storescp(pacs_port, &pacs_out);
-    let tail = models_config(tmp.path()) + &destination("pacs", "PACS", pacs_port);
+    let tail = models_config_overlay(tmp.path(), true) + &destination("pacs", "PACS", pacs_port);
     let node = start_with(tmp.path(), "", &tail, 2);
     let study = tmp.path().join("study");
     write_phantom(&study, &small(151), Syntax::Explicit, false, false);
+    let truth: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(study.join("truth/truth.json")).expect("truth.json"),
+    )
+    .expect("json");
     let files = sent(&study.join("dicom"));
     storescu(node.port, &study.join("dicom"), Syntax::Explicit);
     wait_for(tmp.path(), "the job to be done", 120, || {
@@ -501,19 +505,42 @@ fn results_are_delivered_to_storescp_valid_and_metrics_count_what_was_sent() {
             .first()
             .is_some_and(|j| j["state"] == "done")
     });
-    // Both SEGs and the SR, each valid.
+    // Both SEGs, the SR and the overlay series (a summary and slices), each valid, in the study.
     let got = received(&pacs_out);
-    assert_eq!(got.len(), 3, "storescp holds {got:?}");
     let mut classes = Vec::new();
+    let mut overlay_numbers = Vec::new();
     for f in &got {
-        let sop_class = dicom_object::open_file(f)
-            .expect("storescp's file")
+        let obj = dicom_object::open_file(f).expect("storescp's file");
+        let sop_class = obj
             .meta()
             .media_storage_sop_class_uid()
             .trim_end_matches('\0')
             .to_string();
-        if sop_class == "1.2.840.10008.5.1.4.1.1.66.4" {
-            dciodvfy_clean(f);
+        let text = |tag| {
+            obj.element(tag)
+                .ok()
+                .and_then(|e| e.to_str().ok())
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            text(dicom_dictionary_std::tags::STUDY_INSTANCE_UID),
+            truth["study_instance_uid"].as_str().expect("study UID")
+        );
+        match sop_class.as_str() {
+            "1.2.840.10008.5.1.4.1.1.66.4" => dciodvfy_clean(f),
+            "1.2.840.10008.5.1.4.1.1.7" => {
+                dciodvfy_clean(f);
+                let description = text(dicom_dictionary_std::tags::SERIES_DESCRIPTION);
+                assert!(description.contains("DERIVED, UNVERIFIED"), "{description}");
+                overlay_numbers.push(
+                    text(dicom_dictionary_std::tags::INSTANCE_NUMBER)
+                        .parse::<u32>()
+                        .expect("instance number"),
+                );
+                continue;
+            }
+            _ => {}
         }
         classes.push(sop_class);
     }
@@ -524,7 +551,17 @@ fn results_are_delivered_to_storescp_valid_and_metrics_count_what_was_sent() {
             "1.2.840.10008.5.1.4.1.1.66.4",
             "1.2.840.10008.5.1.4.1.1.66.4",
             "1.2.840.10008.5.1.4.1.1.88.22"
-        ]
+        ],
+        "storescp holds {got:?}"
+    );
+    overlay_numbers.sort();
+    assert!(
+        overlay_numbers.len() >= 2,
+        "summary and slices: {overlay_numbers:?}"
+    );
+    assert_eq!(
+        overlay_numbers,
+        (1..=overlay_numbers.len() as u32).collect::<Vec<_>>()
     );
     // /healthz and /metrics count what this test sent.
     let (line, body) = node.http_get("/healthz");
@@ -550,10 +587,13 @@ fn results_are_delivered_to_storescp_valid_and_metrics_count_what_was_sent() {
         1
     );
     assert_eq!(metric("pulmo_jobs{state=\"done\"}") as usize, 1);
-    assert_eq!(metric("pulmo_deliveries{state=\"delivered\"}") as usize, 3);
+    assert_eq!(
+        metric("pulmo_deliveries{state=\"delivered\"}") as usize,
+        got.len()
+    );
     assert_eq!(
         metric("pulmo_delivery_attempts_total{outcome=\"delivered\"}") as usize,
-        3
+        got.len()
     );
     assert_eq!(
         metric("pulmo_stage_seconds_count{stage=\"job\"}") as usize,

@@ -243,7 +243,13 @@ fn conformance_validate_passes_the_outputs_and_fails_a_broken_one() {
         "{text}{}",
         String::from_utf8_lossy(&r.stderr)
     );
-    assert!(text.contains("13 passed, 0 failed"), "{text}");
+    // Two SEGs (4 validators each), the SR (5), and 4 per image of the overlay series.
+    let overlay = std::fs::read_dir(out.join("overlay"))
+        .expect("overlay series")
+        .count();
+    assert!(overlay >= 2, "{overlay} overlay images");
+    let want = format!("{} passed, 0 failed", 13 + 4 * overlay);
+    assert!(text.contains(&want), "{want}:\n{text}");
     // The SR without its CompletionFlag (type 1): the validators must say so.
     let broken = tmp.path().join("broken");
     std::fs::create_dir_all(&broken).expect("dir");

@@ -19,9 +19,14 @@ pub const EXIT_QC_WARNINGS: u8 = 3;
 pub struct AnalyzeArgs {
     /// Folder of DICOM files of one study (read recursively)
     input: PathBuf,
-    /// Output folder: findings.json, seg-lobes.dcm, seg-opacities.dcm, sr.dcm
+    /// Output folder: findings.json, seg-lobes.dcm, seg-opacities.dcm, sr.dcm, overlay/ (the
+    /// Secondary Capture series, when `[output] overlay_series` is on)
     #[arg(long)]
     out: PathBuf,
+    /// Also write the label volumes on the CT's grid as lobes.nii.gz and opacities.nii.gz (the
+    /// phantom's truth format), for evaluation and for tools that read NIfTI
+    #[arg(long)]
+    masks: bool,
 }
 
 struct Bars {
@@ -73,6 +78,24 @@ pub fn run(a: AnalyzeArgs, config: &Config) -> anyhow::Result<ExitCode> {
     std::fs::write(&path, serde_json::to_string_pretty(&analysis)? + "\n")
         .with_context(|| format!("writing {}", path.display()))?;
     let segs = analyze::write_segs(&a.out, &analysis, &masks).context("writing the SEG objects")?;
+    let overlay = if config.output.overlay_series {
+        analyze::write_overlay(&a.out, &analysis, &masks).context("writing the overlay series")?
+    } else {
+        Vec::new()
+    };
+    let mut nifti = Vec::new();
+    if a.masks {
+        let g = &masks.volume.geometry;
+        for (name, labels, what) in [
+            ("lobes.nii.gz", &masks.lobes, "pulmo lobes"),
+            ("opacities.nii.gz", &masks.opacities, "pulmo opacities"),
+        ] {
+            let p = a.out.join(name);
+            pulmo::nifti::write_labels(&p, g, labels, what)
+                .with_context(|| format!("writing {}", p.display()))?;
+            nifti.push(p);
+        }
+    }
     let sr = analyze::write_report(
         &a.out,
         &analysis,
@@ -107,6 +130,16 @@ pub fn run(a: AnalyzeArgs, config: &Config) -> anyhow::Result<ExitCode> {
     println!("findings: {}", path.display());
     for p in &segs {
         println!("segmentation: {}", p.display());
+    }
+    if let Some(first) = overlay.first() {
+        println!(
+            "overlay series: {} images in {}",
+            overlay.len(),
+            first.parent().unwrap_or(&a.out).display()
+        );
+    }
+    for p in &nifti {
+        println!("labels: {}", p.display());
     }
     println!("report: {}", sr.display());
     if f.qc_passed {

@@ -5,11 +5,13 @@
 //! - `rle`: RLE Lossless encoding (PS3.5 Annex G), which dicom-rs cannot encode.
 //! - `ct`: CT Image Storage instances (the phantom's series).
 //! - `seg`: DICOM Segmentation; `sr`: the TID 1500 report from a template.
+//! - `sc`: the overlay series (Secondary Capture) for viewers without SEG or SR support.
 
 pub mod codes;
 pub mod common;
 pub mod ct;
 pub mod rle;
+pub mod sc;
 pub mod seg;
 pub mod sr;
 pub mod transfer_syntax;

@@ -6,27 +6,7 @@ use std::io::BufWriter;
 use std::path::Path;
 
 use super::Phantom;
-use crate::quant::opacity;
-
-const LOBE_COLOURS: [[u8; 3]; 6] = [
-    [0, 0, 0],
-    [230, 200, 60], // RUL
-    [80, 200, 90],  // RML
-    [70, 130, 230], // RLL
-    [230, 130, 60], // LUL
-    [170, 90, 210], // LLL
-];
-
-fn lung_window(hu: i16) -> u8 {
-    let (c, w) = (-600.0, 1500.0);
-    ((f32::from(hu) - (c - w / 2.0)) / w * 255.0).clamp(0.0, 255.0) as u8
-}
-
-struct Picture {
-    width: usize,
-    height: usize,
-    rgb: Vec<u8>,
-}
+use crate::picture::{Picture, render};
 
 fn save(path: &Path, pic: &Picture) -> std::io::Result<()> {
     let file = std::fs::File::create(path)?;
@@ -37,56 +17,6 @@ fn save(path: &Path, pic: &Picture) -> std::io::Result<()> {
     w.write_image_data(&pic.rgb)
         .map_err(std::io::Error::other)?;
     w.finish().map_err(std::io::Error::other)
-}
-
-/// Render a plane given by a sampler (x, y) → (hu, lobe, opacity).
-fn render(
-    width: usize,
-    height: usize,
-    overlay: bool,
-    sample: impl Fn(usize, usize) -> (i16, u8, u8),
-) -> Picture {
-    let mut rgb = vec![0u8; width * height * 3];
-    for y in 0..height {
-        for x in 0..width {
-            let (hu, lobe, op) = sample(x, y);
-            let g = f32::from(lung_window(hu));
-            let mut px = [g, g, g];
-            if overlay {
-                if lobe > 0 {
-                    let border =
-                        [(1i64, 0i64), (-1, 0), (0, 1), (0, -1)]
-                            .iter()
-                            .any(|&(dx, dy)| {
-                                let (nx, ny) = (x as i64 + dx, y as i64 + dy);
-                                nx >= 0
-                                    && ny >= 0
-                                    && (nx as usize) < width
-                                    && (ny as usize) < height
-                                    && sample(nx as usize, ny as usize).1 != lobe
-                            });
-                    let c = LOBE_COLOURS[usize::from(lobe).min(5)];
-                    let a = if border { 0.9 } else { 0.22 };
-                    for n in 0..3 {
-                        px[n] = px[n] * (1.0 - a) + f32::from(c[n]) * a;
-                    }
-                }
-                let (c, a) = match op {
-                    opacity::GROUND_GLASS => ([255.0, 240.0, 0.0], 0.5),
-                    opacity::CONSOLIDATION => ([255.0, 30.0, 30.0], 0.65),
-                    _ => ([0.0; 3], 0.0),
-                };
-                for n in 0..3 {
-                    px[n] = px[n] * (1.0 - a) + c[n] * a;
-                }
-            }
-            let o = (y * width + x) * 3;
-            for n in 0..3 {
-                rgb[o + n] = px[n].round().clamp(0.0, 255.0) as u8;
-            }
-        }
-    }
-    Picture { width, height, rgb }
 }
 
 /// Write axial (upper, middle, lower lung) and coronal previews under `dir`.

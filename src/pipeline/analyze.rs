@@ -78,6 +78,45 @@ pub struct Masks {
     pub source: SourceSeries,
 }
 
+/// Build and write the overlay series (Secondary Capture) into `out/overlay/`.
+pub fn write_overlay(
+    out: &Path,
+    analysis: &Analysis,
+    masks: &Masks,
+) -> Result<Vec<std::path::PathBuf>, crate::iod::sc::ScError> {
+    use crate::iod::common::ResultUids;
+    use crate::iod::sc::{self, Planes, ScError, Summary};
+    let dir = out.join("overlay");
+    std::fs::create_dir_all(&dir).map_err(|e| ScError::Write {
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let uids = ResultUids::new(&masks.source, &model_set_version(&analysis.models));
+    let f = &analysis.findings;
+    let summary = Summary {
+        measurements: &f.measurements,
+        covid_probability: f.covid_probability,
+        models: analysis
+            .models
+            .iter()
+            .map(|m| format!("{} {}", m.name, m.version))
+            .collect(),
+        failed_checks: f
+            .qc
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| format!("{} {:.3} (limit {})", c.name, c.value, c.limit))
+            .collect(),
+        disclaimer: analysis.note,
+    };
+    let planes = Planes {
+        volume: &masks.volume,
+        lobes: &masks.lobes,
+        opacities: &masks.opacities,
+    };
+    sc::write_series(&dir, &planes, &masks.source, &uids, &summary)
+}
+
 /// A version string of the model set, for deterministic result UIDs.
 pub fn model_set_version(models: &[ModelInfo]) -> String {
     models

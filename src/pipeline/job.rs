@@ -147,15 +147,20 @@ fn durable_results(files: &[PathBuf], out: &Path) -> Result<Vec<ResultObject>, S
                 .to_string(),
         });
     }
-    std::fs::File::open(out)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| format!("cannot sync {}: {e}", out.display()))?;
+    // Every folder that holds a result (the overlay series has its own), then the job's folder.
+    let mut dirs: std::collections::BTreeSet<&Path> =
+        files.iter().filter_map(|f| f.parent()).collect();
+    dirs.insert(out);
+    for d in dirs {
+        std::fs::File::open(d)
+            .and_then(|h| h.sync_all())
+            .map_err(|e| format!("cannot sync {}: {e}", d.display()))?;
+    }
     Ok(results)
 }
 
-/// The real processor: select the series, segment, classify, measure, write the SEGs and the
-/// TID 1500 SR (and
-/// findings.json beside them, which is kept, not delivered). The models are loaded at the first
+/// The real processor: select the series, segment, classify, measure, write the SEGs, the
+/// TID 1500 SR and, when configured, the overlay series (and findings.json beside them, which is kept, not delivered). The models are loaded at the first
 /// job and kept; a model set that cannot be loaded fails the job with the reason, and is tried
 /// again at the next.
 pub struct Analysis {
@@ -216,6 +221,14 @@ impl StudyProcessor for Analysis {
         match analyze::write_report(out, &analysis, &masks, &self.template, kind) {
             Ok(p) => files.push(p),
             Err(e) => return Processed::Failed(format!("cannot write the SR: {e}")),
+        }
+        if self.config.output.overlay_series {
+            match analyze::write_overlay(out, &analysis, &masks) {
+                Ok(p) => files.extend(p),
+                Err(e) => {
+                    return Processed::Failed(format!("cannot write the overlay series: {e}"));
+                }
+            }
         }
         let mut timings: Vec<(String, f64)> = analysis
             .timings_s

@@ -169,7 +169,12 @@ pub fn storescp(port: u16, out: &Path) -> Storescp {
 }
 
 /// The stand-in models (tests/py/make_models.py) and the config tables that use them.
+/// `models_config` without the overlay series: the delivery tests count SEGs and SR only.
 pub fn models_config(dir: &Path) -> String {
+    models_config_overlay(dir, false)
+}
+
+pub fn models_config_overlay(dir: &Path, overlay: bool) -> String {
     let models = dir.join("models");
     run_ok(
         Command::new(python())
@@ -177,7 +182,8 @@ pub fn models_config(dir: &Path) -> String {
             .arg(&models),
     );
     format!(
-        "[inference]\nmodels_dir = \"{}\"\nexecution_providers = [\"cpu\"]\n",
+        "[inference]\nmodels_dir = \"{}\"\nexecution_providers = [\"cpu\"]\n\
+         [output]\noverlay_series = {overlay}\n",
         models.join("set").display()
     )
 }
