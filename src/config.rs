@@ -54,6 +54,9 @@ pub struct NodeConfig {
     pub max_pdu_length: u32,
     pub artim_timeout_s: u64,
     pub dimse_timeout_s: u64,
+    /// Storage SOP class UIDs accepted besides CT and Enhanced CT Image Storage (stored as
+    /// received; only CT series are analysed).
+    pub extra_sop_classes: Vec<String>,
 }
 
 impl Default for NodeConfig {
@@ -67,6 +70,7 @@ impl Default for NodeConfig {
             max_pdu_length: 65536,
             artim_timeout_s: 30,
             dimse_timeout_s: 60,
+            extra_sop_classes: Vec::new(),
         }
     }
 }
@@ -238,6 +242,9 @@ max_associations = 8
 max_pdu_length = 65536
 artim_timeout_s = 30
 dimse_timeout_s = 60
+# Storage SOP class UIDs accepted besides CT and Enhanced CT Image Storage, stored as received
+# (only CT series are analysed). For example Secondary Capture: "1.2.840.10008.5.1.4.1.1.7".
+extra_sop_classes = []
 
 [storage]
 # Spool directory and SQLite index live here.
@@ -324,6 +331,14 @@ impl Config {
         validate_port("node.port", self.node.port)?;
         for (i, ae) in self.node.allowed_calling_aes.iter().enumerate() {
             validate_ae_title(&format!("node.allowed_calling_aes[{i}]"), ae)?;
+        }
+        for (i, uid) in self.node.extra_sop_classes.iter().enumerate() {
+            if !crate::iod::uid::is_valid(uid) {
+                return Err(invalid(
+                    format!("node.extra_sop_classes[{i}]"),
+                    format!("{uid:?} is not a valid UID"),
+                ));
+            }
         }
         if self.node.max_associations == 0 {
             return Err(invalid("node.max_associations", "must be at least 1"));
@@ -529,6 +544,10 @@ mod tests {
             ),
             ("[output]\nsr_kind = \"basic\"", "output.sr_kind"),
             ("[jobs]\nworkers = 0", "jobs.workers"),
+            (
+                "[node]\nextra_sop_classes = [\"1.2.x\"]",
+                "node.extra_sop_classes[0]",
+            ),
             ("[delivery]\nmax_attempts = 0", "delivery.max_attempts"),
             (
                 "[delivery]\ninitial_backoff_s = 10\nmax_backoff_s = 5",

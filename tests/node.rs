@@ -753,4 +753,43 @@ fn pulmo_send_reports_each_file_and_fails_on_a_refusal() {
         text.contains("no presentation context for Segmentation Storage"),
         "{text}"
     );
+    // With the SEG class in `extra_sop_classes` the same node stores it as sent; a study of a
+    // SEG alone has nothing to measure: its job is skipped, with the reason.
+    drop(node);
+    let node = start_with(
+        &node_dir,
+        "extra_sop_classes = [\"1.2.840.10008.5.1.4.1.1.66.4\"]",
+        &models_config(&node_dir),
+        1,
+    );
+    run_ok(
+        pulmo()
+            .arg("send")
+            .args(&segs)
+            .arg("--to")
+            .arg(format!("PULMO@127.0.0.1:{}", node.port)),
+    );
+    let stored: BTreeMap<String, Vec<u8>> = segs
+        .iter()
+        .map(|f| {
+            let uid = dicom_object::open_file(f)
+                .expect("seg")
+                .meta()
+                .media_storage_sop_instance_uid()
+                .trim_end_matches('\0')
+                .to_string();
+            (uid, data_set(f))
+        })
+        .collect();
+    assert_stored(&node, &stored, "SEGs accepted as an extra SOP class");
+    wait_for(&node_dir, "the SEG-only study's job to end", 60, || {
+        jobs(&node.status())
+            .first()
+            .is_some_and(|j| j["state"] == "skipped")
+    });
+    let job = jobs(&node.status())[0].clone();
+    assert!(
+        job["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{job:#}"
+    );
 }

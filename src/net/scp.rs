@@ -41,9 +41,18 @@ pub enum NetError {
     },
 }
 
-/// SOP classes the node stores.
+/// SOP classes the node always stores; `[node] extra_sop_classes` adds more.
 pub const STORAGE_SOP_CLASSES: [&str; 2] =
     [uids::CT_IMAGE_STORAGE, uids::ENHANCED_CT_IMAGE_STORAGE];
+
+/// Every storage SOP class this node accepts.
+fn storage_sop_classes(node: &NodeConfig) -> Vec<String> {
+    STORAGE_SOP_CLASSES
+        .iter()
+        .map(|s| s.to_string())
+        .chain(node.extra_sop_classes.iter().cloned())
+        .collect()
+}
 
 /// Called AE title must be ours; the calling AE title must be on the allowlist when there is one.
 struct Access {
@@ -196,8 +205,9 @@ async fn association(
         .max_pdu_length(node.max_pdu_length)
         .read_timeout(Duration::from_secs(node.dimse_timeout_s))
         .with_abstract_syntax(uids::VERIFICATION);
-    for sop in STORAGE_SOP_CLASSES {
-        options = options.with_abstract_syntax(sop);
+    let accepted = storage_sop_classes(&node);
+    for sop in &accepted {
+        options = options.with_abstract_syntax(sop.as_str());
     }
     for ts in Syntax::ALL {
         options = options.with_transfer_syntax(ts.uid());
@@ -282,6 +292,7 @@ async fn association(
                                     };
                                     pending = Some(begin_store(
                                         &store,
+                                        &accepted,
                                         cmd,
                                         v.presentation_context_id,
                                         ts,
@@ -406,11 +417,11 @@ where
 }
 
 /// Open the temporary file of a C-STORE and write its Part 10 header.
-fn begin_store(store: &Store, cmd: Command, pc_id: u8, ts: &str) -> Pending {
+fn begin_store(store: &Store, accepted: &[String], cmd: Command, pc_id: u8, ts: &str) -> Pending {
     let sop_class = cmd.affected_sop_class_uid.clone().unwrap_or_default();
     let sop = cmd.affected_sop_instance_uid.clone().unwrap_or_default();
     let mut failed = None;
-    if !STORAGE_SOP_CLASSES.contains(&sop_class.as_str()) {
+    if !accepted.contains(&sop_class) {
         failed = Some((
             status::SOP_CLASS_NOT_SUPPORTED,
             format!("SOP class {sop_class} is not stored here"),
