@@ -5,73 +5,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::orthanc::Orthanc;
 use common::*;
 use pulmo::iod::transfer_syntax::Syntax;
 use pulmo::phantom::{self, Phantom};
-
-/// Orthanc on loopback with its own storage; stopped when dropped.
-struct Orthanc {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Orthanc {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-fn orthanc(dir: &Path) -> Orthanc {
-    let exe = tool("Orthanc");
-    let plugin = PathBuf::from("/usr/share/orthanc/plugins/libOrthancDicomWeb.so");
-    assert!(
-        plugin.is_file(),
-        "orthanc-dicomweb is missing: run `make test`, which installs it"
-    );
-    let (http, dicom) = (free_port(), free_port());
-    std::fs::create_dir_all(dir.join("db")).expect("dir");
-    let cfg = dir.join("orthanc.json");
-    std::fs::write(
-        &cfg,
-        serde_json::json!({
-            "Name": "PULMO-TEST",
-            "StorageDirectory": dir.join("db"),
-            "IndexDirectory": dir.join("db"),
-            "HttpPort": http,
-            "DicomPort": dicom,
-            "RemoteAccessAllowed": false,
-            "AuthenticationEnabled": false,
-            "Plugins": [plugin],
-            "DicomWeb": {"Enable": true, "Root": "/dicom-web/", "EnableWado": true, "WadoRoot": "/wado"},
-        })
-        .to_string(),
-    )
-    .expect("config");
-    let log = std::fs::File::create(dir.join("orthanc.log")).expect("log");
-    let child = Command::new(exe)
-        .arg(&cfg)
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("Orthanc starts");
-    let o = Orthanc {
-        child,
-        url: format!("http://127.0.0.1:{http}"),
-    };
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "Orthanc did not start"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    o
-}
 
 /// The OHIF build, downloaded by `make test` (npm pack, never committed).
 fn ohif_dist() -> PathBuf {
@@ -140,7 +79,7 @@ fn compare(
 }
 
 fn show(study: &Path, seg: &Path, work: &Path, screenshot: &Path) -> serde_json::Value {
-    let o = orthanc(work);
+    let o = Orthanc::start(work, serde_json::json!({}));
     let study_uid = {
         let t: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(study.join("truth/truth.json")).expect("truth"),

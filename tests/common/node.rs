@@ -68,21 +68,24 @@ pub fn start(dir: &Path, node_extra: &str) -> Node {
 /// table, `tail` (more tables) after the rest of its configuration, and studies stable after
 /// `stable_after_s`.
 pub fn start_with(dir: &Path, node_extra: &str, tail: &str, stable_after_s: u64) -> Node {
+    start_config(dir, &|port, http_port, data| {
+        format!(
+            "[node]\nport = {port}\n{node_extra}\n[storage]\ndata_dir = \"{}\"\n\
+             stable_after_s = {stable_after_s}\n[http]\nport = {http_port}\n{tail}\n",
+            data.display()
+        )
+    })
+}
+
+/// A node whose configuration `config(port, http_port, data_dir)` writes, data in `dir/data`.
+pub fn start_config(dir: &Path, config: &dyn Fn(u16, u16, &Path) -> String) -> Node {
     // A port found free may be taken by a node of a test running beside this one before ours
     // binds it: then ours exits, and we try another port.
     for _ in 0..5 {
         let (port, http_port) = (free_port(), free_port());
         let data = dir.join("data");
         let cfg = dir.join("pulmo.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[node]\nport = {port}\n{node_extra}\n[storage]\ndata_dir = \"{}\"\n\
-                 stable_after_s = {stable_after_s}\n[http]\nport = {http_port}\n{tail}\n",
-                data.display()
-            ),
-        )
-        .expect("config");
+        std::fs::write(&cfg, config(port, http_port, &data)).expect("config");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
