@@ -1,4 +1,4 @@
-//! The command line a newcomer meets: help, honest "not yet", config handling, phantom errors.
+//! The command line a newcomer meets: help, the demo, config handling, phantom errors.
 
 mod common;
 
@@ -20,11 +20,41 @@ fn help_lists_every_subcommand() {
 }
 
 #[test]
-fn unfinished_subcommands_say_so_and_fail() {
-    let out = run(pulmo().arg("demo"));
-    assert!(!out.status.success(), "demo succeeded");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not yet available"), "{err}");
+fn demo_runs_the_whole_path_over_loopback_and_prints_the_table() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    run_ok(
+        std::process::Command::new(python())
+            .arg(repo().join("tests/py/make_models.py"))
+            .arg(tmp.path().join("models")),
+    );
+    let cfg = tmp.path().join("pulmo.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[inference]\nmodels_dir = \"{}\"\nexecution_providers = [\"cpu\"]\n",
+            tmp.path().join("models/set").display()
+        ),
+    )
+    .expect("config");
+    let out = run_ok(
+        pulmo()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["demo", "--size", "small", "--out"])
+            .arg(tmp.path().join("demo")),
+    );
+    assert!(out.contains("received: 2 SEG, 1 SR, "), "{out}");
+    assert!(out.contains("lobe    volume ml (truth)"), "{out}");
+    for lobe in ["RUL", "RML", "RLL", "LUL", "LLL", "lung"] {
+        assert!(out.lines().any(|l| l.starts_with(lobe)), "{lobe}: {out}");
+    }
+    assert!(out.contains("COVID-19 probability"), "{out}");
+    assert!(out.contains("models: test-lobes 0.0.1"), "{out}");
+    // What the stand-in PACS got is on disk, and the node stopped cleanly (SIGTERM).
+    let spool = pulmo::pipeline::scan::files_under(&tmp.path().join("demo/pacs/spool"))
+        .expect("receiver spool");
+    assert!(spool.len() >= 5, "{} files", spool.len());
+    assert!(tmp.path().join("demo/node/clean-shutdown").exists());
 }
 
 #[test]

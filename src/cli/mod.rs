@@ -2,6 +2,7 @@
 
 mod analyze;
 mod config_cmd;
+mod demo;
 mod inspect;
 mod models;
 mod phantom;
@@ -48,7 +49,7 @@ pub enum Command {
     /// Analyse a folder of DICOM files and write findings and result objects (no network)
     Analyze(analyze::AnalyzeArgs),
     /// Run the whole path on a synthetic study over loopback and print a summary table
-    Demo,
+    Demo(demo::DemoArgs),
     /// Write a synthetic chest CT study with ground truth
     Phantom(phantom::PhantomArgs),
     /// Read a folder of DICOM files: list studies and series, pick the series to measure, say why
@@ -127,11 +128,6 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     }
 }
 
-fn not_yet(what: &str, issue: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("pulmo {what}: not yet available (tracked in {issue}).");
-    Ok(ExitCode::from(2))
-}
-
 pub fn run(args: Cli) -> anyhow::Result<ExitCode> {
     let config = load_config(args.config.as_ref())?;
     match args.command {
@@ -163,9 +159,6 @@ pub fn run(args: Cli) -> anyhow::Result<ExitCode> {
         Command::Retry { id, all_failed } => retry::run(id, all_failed, &config),
         Command::Analyze(a) => analyze::run(a, &config),
         Command::Models(c) => models::run(c, &config),
-        Command::Demo => not_yet(
-            "demo",
-            "the end-to-end issue; `make demo` runs phantom + inspect meanwhile",
-        ),
+        Command::Demo(a) => demo::run(a, &config),
     }
 }
