@@ -1,0 +1,189 @@
+"""Train one of the three models on the cached phantom studies and export it to ONNX.
+
+    train.py lobes|opacities|classifier --cache DIR --out models/
+
+Deterministic: every random draw comes from seeded generators (numpy, torch), and the step count is
+fixed, so a rerun on the same machine gives the same weights.
+"""
+import argparse
+import glob
+import json
+import pathlib
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import export
+from nets import Classifier, UNet3d
+from spec import LOBES_PATCH, OPACITIES_PATCH, TRAIN_SEEDS, WINDOW
+
+# Steps and sizes per model, measured to fit the stated running time on 2 CPU cores.
+CONFIG = {
+    "lobes": dict(widths=(8, 16, 32, 64), k=6, patch=LOBES_PATCH, steps=1800, lr=2e-3, focus=None),
+    "opacities": dict(widths=(8, 16, 32, 48), k=3, patch=OPACITIES_PATCH, steps=1200, lr=2e-3, focus="opac"),
+    "classifier": dict(steps=1500, lr=1e-3),
+}
+
+
+def scale(ct):
+    lo, hi = WINDOW
+    return (np.clip(ct.astype(np.float32), lo, hi) - lo) / (hi - lo)
+
+
+def load(cache, keys, seeds=TRAIN_SEEDS):
+    studies = []
+    for s in seeds:
+        path = pathlib.Path(cache) / f"{s}.npz"
+        if not path.exists():
+            raise SystemExit(f"{path} missing: run data.py for seeds {TRAIN_SEEDS.start}:{TRAIN_SEEDS.stop - 1}")
+        d = np.load(path)
+        studies.append({k: d[k] for k in keys} | {"meta": json.loads(str(d["meta"]))})
+    return studies
+
+
+def lung_box(lobes):
+    zz, yy, xx = np.nonzero(lobes)
+    return [(int(a.min()), int(a.max())) for a in (zz, yy, xx)]
+
+
+def crop(arr, start, patch, fill):
+    out = np.full(patch, fill, dtype=arr.dtype)
+    src = tuple(slice(max(s, 0), min(s + p, n)) for s, p, n in zip(start, patch, arr.shape))
+    dst = tuple(slice(sl.start - s, sl.stop - s) for sl, s in zip(src, start))
+    out[dst] = arr[src]
+    return out
+
+
+def sample_patch(study, target, patch, focus, rng):
+    shape = study["ct"].shape
+    centre = None
+    if focus and rng.random() < 0.6:
+        idx = study.get("_focus")
+        if idx is None:
+            idx = np.flatnonzero(study[focus].ravel()[::7]) * 7
+            study["_focus"] = idx
+        if len(idx):
+            centre = np.unravel_index(int(idx[rng.integers(len(idx))]), shape)
+    if centre is None:
+        box = study.setdefault("_box", lung_box(study["lobes"]))
+        centre = [int(rng.integers(lo - p // 4, hi + p // 4 + 1)) for (lo, hi), p in zip(box, patch)]
+    jitter = [int(rng.integers(-p // 4, p // 4 + 1)) for p in patch]
+    start = [c - p // 2 + j for c, p, j in zip(centre, patch, jitter)]
+    x = crop(study["ct"], start, patch, -1024)
+    y = crop(study[target], start, patch, 0)
+    return scale(x), y
+
+
+def dice_loss(logits, y, k):
+    """Soft Dice over the foreground classes present in the patch. A class absent from the patch
+    is left to the cross-entropy: its Dice would be about 0 for any non-zero probability mass,
+    a constant penalty that drowns the signal of the classes that are there."""
+    p = logits.softmax(dim=1)
+    onehot = F.one_hot(y, k).permute(0, 4, 1, 2, 3).float()
+    dims = (0, 2, 3, 4)
+    inter = (p * onehot).sum(dims)
+    present = onehot.sum(dims)
+    denom = p.sum(dims) + present
+    dice = (2 * inter + 1.0) / (denom + 1.0)
+    mask = present[1:] > 0
+    if not bool(mask.any()):
+        return logits.new_zeros(())
+    return 1.0 - dice[1:][mask].mean()
+
+
+def train_seg(name, cache, out, log):
+    cfg = CONFIG[name]
+    target = "lobes" if name == "lobes" else "opac"
+    studies = load(cache, ["ct", "lobes"] + (["opac"] if target == "opac" else []))
+    rng = np.random.default_rng(20201124 + len(name))
+    torch.manual_seed(1234)
+    net = UNet3d(1, cfg["k"], cfg["widths"])
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=cfg["steps"], pct_start=0.1)
+    t0 = time.time()
+    running = None
+    for step in range(cfg["steps"]):
+        study = studies[int(rng.integers(len(studies)))]
+        x, y = sample_patch(study, target, cfg["patch"], cfg["focus"], rng)
+        if name == "opacities" and rng.random() < 0.5:
+            # Opacities have no side: mirror left-right for more variety (lobes do have one).
+            x, y = x[:, :, ::-1].copy(), y[:, :, ::-1].copy()
+        xt = torch.from_numpy(x)[None, None]
+        yt = torch.from_numpy(y.astype(np.int64))[None]
+        logits = net(xt)
+        ce = F.cross_entropy(logits, yt)
+        dl = dice_loss(logits, yt, cfg["k"])
+        loss = ce + dl
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        now = torch.stack([ce.detach(), dl.detach()]).numpy()
+        running = now if running is None else 0.98 * running + 0.02 * now
+        if step % 50 == 0 or step == cfg["steps"] - 1:
+            print(f"{name} step {step} ce {running[0]:.4f} dice-loss {running[1]:.4f} "
+                  f"{time.time() - t0:.0f}s", file=log, flush=True)
+        if step % 200 == 199:
+            # A checkpoint to look at while training goes on (build/, never shipped).
+            torch.save(net.state_dict(), pathlib.Path(cache) / f"{name}-checkpoint.pt")
+    net.eval()
+    export.segmentation(net, name, out, training_s=time.time() - t0, steps=cfg["steps"])
+
+
+def train_classifier(cache, out, log):
+    cfg = CONFIG["classifier"]
+    studies = load(cache, ["cls_ct", "cls_opac", "covid"])
+    x_all = np.stack([np.stack([scale(s["cls_ct"]), s["cls_opac"].astype(np.float32) / 2.0]) for s in studies])
+    y_all = np.array([int(s["covid"]) for s in studies])
+    rng = np.random.default_rng(20201125)
+    torch.manual_seed(4321)
+    net = Classifier()
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=1e-3)
+    t0 = time.time()
+    running = None
+    for step in range(cfg["steps"]):
+        idx = rng.integers(len(studies), size=8)
+        x = x_all[idx].copy()
+        for i in range(len(idx)):
+            if rng.random() < 0.5:
+                x[i] = x[i][:, :, :, ::-1]
+            # The segmentation model's map is not the truth: drop and add a little opacity.
+            o = x[i, 1]
+            noise = rng.random(o.shape) < 0.002
+            o[noise & (x[i, 0] < 0.3)] = 0.5
+            o[(rng.random(o.shape) < 0.05)] = 0.0
+            x[i, 0] += rng.normal(0, 0.01, size=x[i, 0].shape).astype(np.float32)
+        logits = net(torch.from_numpy(np.ascontiguousarray(x)))
+        loss = F.cross_entropy(logits, torch.from_numpy(y_all[idx]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 50 == 0 or step == cfg["steps"] - 1:
+            print(f"classifier step {step} loss {running:.4f} {time.time() - t0:.0f}s", file=log, flush=True)
+    net.eval()
+    export.classifier(net, out, training_s=time.time() - t0, steps=cfg["steps"])
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("model", choices=list(CONFIG))
+    ap.add_argument("--cache", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--smoke", action="store_true", help="3 steps on 4 studies: checks the code path only")
+    a = ap.parse_args()
+    if a.smoke:
+        for cfg in CONFIG.values():
+            cfg["steps"] = 3
+        _load = load
+        load = lambda cache, keys: _load(cache, keys, seeds=range(TRAIN_SEEDS.start, TRAIN_SEEDS.start + 4))  # noqa: E731
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    import sys
+
+    if a.model == "classifier":
+        train_classifier(a.cache, a.out, sys.stdout)
+    else:
+        train_seg(a.model, a.cache, a.out, sys.stdout)
