@@ -79,6 +79,19 @@ fn compare(
 }
 
 fn show(study: &Path, seg: &Path, work: &Path, screenshot: &Path) -> serde_json::Value {
+    show_with(study, &[seg.to_path_buf()], work, screenshot, &[])
+}
+
+/// Upload the study and `objects` to a fresh Orthanc, open OHIF on it and run ohif_check.cjs
+/// (the SEG of `objects[0]`, or the SR with `OHIF_MODE=sr` in `env`).
+fn show_with(
+    study: &Path,
+    objects: &[PathBuf],
+    work: &Path,
+    screenshot: &Path,
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    let seg = &objects[0];
     let o = Orthanc::start(work, serde_json::json!({}));
     let study_uid = {
         let t: serde_json::Value = serde_json::from_str(
@@ -95,9 +108,10 @@ fn show(study: &Path, seg: &Path, work: &Path, screenshot: &Path) -> serde_json:
         .expect("str")
         .to_string();
     let mut files = dicom_files(&study.join("dicom"));
-    files.push(seg.to_path_buf());
+    files.extend(objects.iter().cloned());
     let out = run_ok(
         Command::new("node")
+            .envs(env.iter().copied())
             .env("NODE_PATH", repo().join("build/node/node_modules"))
             .arg(repo().join("tests/js/ohif_check.cjs"))
             .arg(&o.url)
@@ -162,4 +176,119 @@ fn ohif_shows_the_segs_on_the_ct_and_notices_a_shift() {
     let err = compare(&shown, &lobe_labels, &expected(&p, &p.lobes))
         .expect_err("a shifted SEG must not match");
     assert!(err.contains("expected"), "{err}");
+}
+
+#[test]
+fn ohif_shows_the_report_measurements_placed_on_the_ct() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut params = small(112);
+    params.severity = phantom::Severity::Severe;
+    let study = tmp.path().join("study");
+    write_phantom(&study, &params, Syntax::Explicit, false, false);
+    // pulmo analyze with the tests' stand-in models: the numbers are findings.json's, whatever
+    // they are; the viewer must show those.
+    run_ok(
+        Command::new(python())
+            .arg(repo().join("tests/py/make_models.py"))
+            .arg(tmp.path().join("models")),
+    );
+    let cfg = tmp.path().join("pulmo.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[inference]\nmodels_dir = \"{}\"\nexecution_providers = [\"cpu\"]\n\
+             [output]\noverlay_series = false\n",
+            tmp.path().join("models/set").display()
+        ),
+    )
+    .expect("config");
+    let out = tmp.path().join("out");
+    let r = run(pulmo()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("analyze")
+        .arg(study.join("dicom"))
+        .arg("--out")
+        .arg(&out));
+    assert!(matches!(r.status.code(), Some(0 | 3)), "{r:?}");
+    let findings: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("findings.json")).expect("findings"),
+    )
+    .expect("json");
+    let shots = repo().join("build/screenshots");
+    std::fs::create_dir_all(&shots).expect("dir");
+    let shown = show_with(
+        &study,
+        &[
+            out.join("sr.dcm"),
+            out.join("seg-lobes.dcm"),
+            out.join("seg-opacities.dcm"),
+        ],
+        &tmp.path().join("o"),
+        &shots.join("ohif-sr.png"),
+        &[("OHIF_MODE", "sr"), ("OHIF_THUMB_TEXT", "lung report")],
+    );
+    let measurements = shown["measurements"].as_array().expect("measurements");
+    let number = |s: &str| -> f64 {
+        s.split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let rul = findings["lobes"]["RUL"]["volume_ml"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(
+        rul > 0.0,
+        "the stand-in lobes model labels the lungs RUL: {rul}"
+    );
+    // Every lobe's group is placed on the CT, with its volume, PLO and CTSS as in findings.json.
+    for (key, id) in [
+        ("RUL", "right upper lobe"),
+        ("RML", "right middle lobe"),
+        ("RLL", "right lower lobe"),
+        ("LUL", "left upper lobe"),
+        ("LLL", "left lower lobe"),
+    ] {
+        let m = measurements
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not among {measurements:#?}"));
+        assert_eq!(m["loaded"], true, "{id} not placed on an image: {m}");
+        let label = |name: &str| -> f64 {
+            m["labels"]
+                .as_array()
+                .and_then(|l| l.iter().find(|l| l[0] == name))
+                .and_then(|l| l[1].as_str())
+                .map(number)
+                .unwrap_or_else(|| panic!("{id}: no {name} in {m}"))
+        };
+        let f = &findings["lobes"][key];
+        for (name, field) in [
+            ("Volume", "volume_ml"),
+            ("Percentage of lobe opacified", "plo_percent"),
+            ("CT severity score", "ctss"),
+        ] {
+            let want = f[field].as_f64().expect("number");
+            let got = label(name);
+            // OHIF 3.13 prints a measured value of 0 as nothing (only the unit): the stand-in
+            // lobes model leaves lobes empty, and an empty label is what 0 looks like there.
+            let zero_shown_blank = want == 0.0 && got.is_nan();
+            assert!(
+                zero_shown_blank || (got - want).abs() < 0.01,
+                "{id} {name}: shown {got}, findings {want}"
+            );
+        }
+    }
+    for id in ["whole lung", "COVID-19 classifier"] {
+        assert!(
+            measurements
+                .iter()
+                .any(|m| m["id"] == id && m["loaded"] == true),
+            "{id}: {measurements:#?}"
+        );
+    }
+    let text = shown["text"].as_str().unwrap_or("");
+    assert!(text.contains("Percentage of lobe opacified"), "{text}");
+    assert!(!text.contains("not compatible"), "{text}");
 }

@@ -2,6 +2,10 @@
 // the given series, and print what the viewer holds (segment labels, voxel count and centroid per
 // segment, read from cornerstone's segmentation state) as JSON on the last line of stdout.
 //
+// With OHIF_MODE=sr, it opens the SR instead (the thumbnail whose text has OHIF_THUMB_TEXT) and
+// prints the SR display set's measurements as OHIF parsed them (tracking identifier, whether it
+// was placed on an image, labels) and the text drawn in the viewport.
+//
 // Usage (NODE_PATH=build/node/node_modules):
 //   node ohif_check.cjs ORTHANC_URL OHIF_DIST STUDY_UID SEG_SERIES_UID SCREENSHOT FILE...
 const fs = require("fs");
@@ -88,6 +92,30 @@ async function main() {
     // Dismiss the tour if it shows.
     const skip = page.getByText("Skip all", { exact: false });
     try { await skip.first().click({ timeout: 15000 }); } catch (_) { log("no tour"); }
+    if (process.env.OHIF_MODE === "sr") {
+      const thumb = page.locator('[data-cy^="study-browser-thumbnail"]', { hasText: process.env.OHIF_THUMB_TEXT || "SR" });
+      await thumb.first().dblclick({ timeout: 60000 });
+      const result = await page.waitForFunction(() => {
+        const ds = window.services && window.services.displaySetService;
+        if (!ds) return null;
+        const sr = ds.getActiveDisplaySets().find((d) => d.Modality === "SR");
+        if (!sr || !sr.isLoaded || !sr.measurements) return null;
+        const measurements = sr.measurements.map((m) => ({
+          id: m.TrackingIdentifier, loaded: !!m.loaded,
+          labels: (m.labels || []).map((l) => [l.label, String(l.value)]),
+        }));
+        // Placed on an image and drawn: the viewport shows the CT with the report's text.
+        const viewport = document.querySelector('[data-cy="viewport-pane"]') || document.body;
+        const text = viewport.innerText;
+        if (!measurements.some((m) => m.loaded) || !/Volume/.test(text)) return null;
+        return { measurements, text };
+      }, null, { timeout: 120000, polling: 1000 });
+      const value = await result.jsonValue();
+      await page.waitForTimeout(1500);
+      await page.screenshot({ path: screenshot });
+      console.log(JSON.stringify(value));
+      return;
+    }
     // The SEG thumbnail: the one whose series is ours.
     const thumb = page.locator(`[data-series="${segSeriesUid}"], [data-cy="study-browser-thumbnail-${segSeriesUid}"]`);
     let found = (await thumb.count()) > 0;
