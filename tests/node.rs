@@ -718,6 +718,95 @@ fn kill_9_while_results_wait_for_a_down_destination_then_they_are_delivered_once
 }
 
 #[test]
+fn a_scout_only_study_is_skipped_with_its_reason_and_nothing_is_sent() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (pacs_port, pacs_out) = (free_port(), tmp.path().join("pacs"));
+    let _pacs = storescp(pacs_port, &pacs_out);
+    let tail = models_config(tmp.path()) + &destination("pacs", "PACS", pacs_port);
+    let node = start_with(tmp.path(), "", &tail, 1);
+    let study = tmp.path().join("study");
+    write_phantom(&study, &small(171), Syntax::Explicit, true, false);
+    // The phantom's extra series include a scout: send that series alone.
+    let scout = std::fs::read_dir(study.join("dicom"))
+        .expect("series folders")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|dir| {
+            dicom_files(dir).first().is_some_and(|f| {
+                dicom_object::open_file(f)
+                    .ok()
+                    .and_then(|o| {
+                        o.element(dicom_dictionary_std::tags::SERIES_DESCRIPTION)
+                            .ok()
+                            .and_then(|e| e.to_str().ok().map(|s| s.to_lowercase()))
+                    })
+                    .is_some_and(|d| d.contains("scout"))
+            })
+        })
+        .expect("a scout series");
+    storescu(node.port, &scout, Syntax::Explicit);
+    wait_for(tmp.path(), "the scout study's job to end", 60, || {
+        jobs(&node.status())
+            .first()
+            .is_some_and(|j| j["state"] != "stable" && j["state"] != "running")
+    });
+    let s = node.status();
+    let job = &jobs(&s)[0];
+    assert_eq!(job["state"], "skipped", "{s:#}");
+    let reason = job["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("series"), "{reason}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(deliveries(&node.status()).is_empty());
+    assert!(received(&pacs_out).is_empty());
+    let (_, m) = node.http_get("/metrics");
+    assert!(m.contains("pulmo_jobs{state=\"skipped\"} 1"), "{m}");
+    // The node goes on: echo still answers.
+    assert!(echoscu(node.port, "PULMO", "ECHOSCU").0);
+}
+
+#[test]
+fn kill_9_during_analysis_then_the_study_is_analysed_and_delivered_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (pacs_port, pacs_out) = (free_port(), tmp.path().join("pacs"));
+    let _pacs = storescp(pacs_port, &pacs_out);
+    let tail = models_config(tmp.path()) + &destination("pacs", "PACS", pacs_port);
+    let mut node = start_with(tmp.path(), "", &tail, 1);
+    let study = tmp.path().join("study");
+    // Full size, so that the analysis lasts long enough to be interrupted.
+    write_phantom(
+        &study,
+        &Params::new(161, Size::Full),
+        Syntax::Explicit,
+        false,
+        false,
+    );
+    storescu(node.port, &study.join("dicom"), Syntax::Explicit);
+    wait_for(tmp.path(), "the analysis to start", 120, || {
+        jobs(&node.status())
+            .first()
+            .is_some_and(|j| j["state"] == "running")
+    });
+    node.kill_9();
+    assert!(received(&pacs_out).is_empty(), "killed before delivering");
+    let node = start_with(tmp.path(), "", &tail, 1);
+    wait_for(tmp.path(), "the job to be done after restart", 180, || {
+        jobs(&node.status())
+            .first()
+            .is_some_and(|j| j["state"] == "done")
+    });
+    let s = node.status();
+    let jobs = jobs(&s);
+    assert_eq!(jobs.len(), 1, "{s:#}");
+    assert_eq!(jobs[0]["attempts"].as_i64(), Some(2), "{s:#}");
+    let d = deliveries(&s);
+    assert_eq!(d.len(), 3, "{s:#}");
+    assert!(
+        d.iter()
+            .all(|d| d["state"] == "delivered" && d["attempts"] == 1)
+    );
+    assert_eq!(received(&pacs_out).len(), 3);
+}
+
+#[test]
 fn pulmo_send_reports_each_file_and_fails_on_a_refusal() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (port, out) = (free_port(), tmp.path().join("pacs"));
