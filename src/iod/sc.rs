@@ -118,6 +118,7 @@ fn summary_picture(s: &Summary<'_>) -> Picture {
     let line = 12 * sc;
     let white = [255, 255, 255];
     let mut y = 2 * sc;
+    let per_line = (width.saturating_sub(4 * sc) / (8 * sc)).max(10);
     let put = |pic: &mut Picture, y: &mut usize, text: &str, c: [u8; 3]| {
         pic.text(2 * sc, *y, text, sc, c);
         *y += line;
@@ -168,7 +169,9 @@ fn summary_picture(s: &Summary<'_>) -> Picture {
     } else {
         put(&mut pic, &mut y, "Quality checks FAILED:", [255, 80, 80]);
         for f in &s.failed_checks {
-            put(&mut pic, &mut y, &format!("  {f}"), [255, 80, 80]);
+            for l in wrap(&format!("- {f}"), per_line) {
+                put(&mut pic, &mut y, &l, [255, 80, 80]);
+            }
         }
     }
     y += line / 2;
@@ -177,23 +180,34 @@ fn summary_picture(s: &Summary<'_>) -> Picture {
         put(&mut pic, &mut y, &format!("  {m}"), white);
     }
     y += line / 2;
-    // The disclaimer, wrapped to the picture's width.
-    let per_line = (width.saturating_sub(4 * sc) / (8 * sc)).max(10);
+    for l in wrap(s.disclaimer, per_line) {
+        put(&mut pic, &mut y, &l, [200, 200, 200]);
+    }
+    pic
+}
+
+/// `text` broken at spaces into lines of at most `per_line` characters (a longer word is cut).
+fn wrap(text: &str, per_line: usize) -> Vec<String> {
+    let mut lines = Vec::new();
     let mut current = String::new();
-    for word in s.disclaimer.split_whitespace() {
-        if !current.is_empty() && current.len() + 1 + word.len() > per_line {
-            put(&mut pic, &mut y, &current, [200, 200, 200]);
-            current.clear();
+    for word in text.split_whitespace() {
+        if !current.is_empty() && current.chars().count() + 1 + word.chars().count() > per_line {
+            lines.push(std::mem::take(&mut current));
         }
         if !current.is_empty() {
             current.push(' ');
         }
         current.push_str(word);
+        while current.chars().count() > per_line {
+            let rest: String = current.chars().skip(per_line).collect();
+            lines.push(current.chars().take(per_line).collect());
+            current = rest;
+        }
     }
     if !current.is_empty() {
-        put(&mut pic, &mut y, &current, [200, 200, 200]);
+        lines.push(current);
     }
-    pic
+    lines
 }
 
 /// Patient orientation (row direction, column direction) of a plane, as its dominant letters.
@@ -426,6 +440,17 @@ mod tests {
             opacities: &ops,
         };
         assert!(chosen_slices(&p).is_empty());
+    }
+
+    #[test]
+    fn wrap_keeps_lines_short_and_words_whole() {
+        let lines = wrap("lung_coverage 0.308 (limit at most 0.05 % of the lung)", 20);
+        assert!(lines.iter().all(|l| l.chars().count() <= 20), "{lines:?}");
+        assert_eq!(
+            lines.join(" "),
+            "lung_coverage 0.308 (limit at most 0.05 % of the lung)"
+        );
+        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
     }
 
     #[test]
