@@ -2,7 +2,8 @@
 //! storescu, the routing rule of conformance/orthanc/ sends it to `pulmo serve`, which analyses it
 //! (stand-in models of tests/py/make_models.py until the reference models land) and sends the two SEGs, the SR and the overlay series back into the same
 //! study. Orthanc is down while pulmo delivers: the results arrive once it is back. Everything
-//! Orthanc then holds from pulmo passes conformance/validate.
+//! Orthanc then holds from pulmo passes conformance/validate, and OHIF over that Orthanc's DICOMweb
+//! shows the opacities SEG and the SR.
 
 mod common;
 
@@ -225,6 +226,41 @@ fn orthanc_routes_a_ct_to_pulmo_and_gets_segs_sr_and_overlay_back_even_after_an_
         String::from_utf8_lossy(&r.stderr)
     );
     assert!(text.contains(" 0 failed"), "{text}");
+
+    // OHIF over this Orthanc's DICOMweb shows the opacities SEG on the CT, and the SR's
+    // measurements placed on it.
+    let shots = repo().join("build/screenshots");
+    std::fs::create_dir_all(&shots).expect("dir");
+    let ohif = |env: &[(&str, &str)], shot: &str| -> serde_json::Value {
+        let out = run_ok(
+            Command::new("node")
+                .envs(env.iter().copied())
+                .env("NODE_PATH", repo().join("build/node/node_modules"))
+                .arg(repo().join("tests/js/ohif_check.cjs"))
+                .arg(&o.url)
+                .arg(repo().join("build/ohif/package/dist"))
+                .arg(&study_uid)
+                .arg("-")
+                .arg(shots.join(shot)),
+        );
+        let last = out.lines().last().unwrap_or("").to_string();
+        serde_json::from_str(&last).unwrap_or_else(|e| panic!("viewer output {last:?}: {e}"))
+    };
+    let seg = ohif(
+        &[("OHIF_THUMB_TEXT", "lung opacities")],
+        "orthanc-ohif-seg.png",
+    );
+    let labels = seg["labels"].as_array().map(Vec::len).unwrap_or(0);
+    assert!(labels >= 1, "{seg}");
+    let sr = ohif(
+        &[("OHIF_MODE", "sr"), ("OHIF_THUMB_TEXT", "lung report")],
+        "orthanc-ohif-sr.png",
+    );
+    let placed = sr["measurements"]
+        .as_array()
+        .map(|m| m.iter().filter(|m| m["loaded"] == true).count())
+        .unwrap_or(0);
+    assert_eq!(placed, 7, "5 lobes, whole lung, classifier: {sr}");
 
     // The results made the study stable again in Orthanc: the rule did not send it twice, and
     // pulmo analysed it once.

@@ -93,6 +93,11 @@ pub fn run_one(
             for (stage, s) in &timings {
                 sink.stage(stage, *s);
             }
+            let stages: Vec<String> = timings
+                .iter()
+                .map(|(k, v)| format!("{k}={v:.2}s"))
+                .collect();
+            tracing::info!(stages = %stages.join(" "), "stage timings");
             sink.stage("job", total);
             let results = match durable_results(&files, &out) {
                 Ok(r) => r,

@@ -2,6 +2,7 @@
 // the given series, and print what the viewer holds (segment labels, voxel count and centroid per
 // segment, read from cornerstone's segmentation state) as JSON on the last line of stdout.
 //
+// OHIF_THUMB_TEXT picks the thumbnail by its text (series description) instead of the series UID.
 // With OHIF_MODE=sr, it opens the SR instead (the thumbnail whose text has OHIF_THUMB_TEXT) and
 // prints the SR display set's measurements as OHIF parsed them (tracking identifier, whether it
 // was placed on an image, labels) and the text drawn in the viewport.
@@ -117,7 +118,9 @@ async function main() {
       return;
     }
     // The SEG thumbnail: the one whose series is ours.
-    const thumb = page.locator(`[data-series="${segSeriesUid}"], [data-cy="study-browser-thumbnail-${segSeriesUid}"]`);
+    const thumb = process.env.OHIF_THUMB_TEXT
+      ? page.locator('[data-cy^="study-browser-thumbnail"]', { hasText: process.env.OHIF_THUMB_TEXT })
+      : page.locator(`[data-series="${segSeriesUid}"], [data-cy="study-browser-thumbnail-${segSeriesUid}"]`);
     let found = (await thumb.count()) > 0;
     if (!found) {
       log("thumbnail by series UID not found; looking for SEG text");
