@@ -412,18 +412,16 @@ fn kill_9_during_a_300_instance_transfer_loses_nothing_acknowledged() {
     // partial study is not analysed before the sender's retry.
     let mut node = start_with(tmp.path(), "", "", 60);
     let log = tmp.path().join("storescu.log");
+    // One open file for stdout and stderr: two would each keep their own offset and overwrite
+    // each other's lines.
+    let log_file = std::fs::File::create(&log).expect("log");
     let mut sender = Command::new(tool("storescu"))
         .env("TCP_NODELAY", "1")
         .args(["-v", "-aec", "PULMO", "-xe", "+sd", "+r", "127.0.0.1"])
         .arg(node.port.to_string())
         .arg(study.join("dicom"))
-        .stdout(std::fs::File::create(&log).expect("log"))
-        .stderr(
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(&log)
-                .expect("log"),
-        )
+        .stdout(log_file.try_clone().expect("log"))
+        .stderr(log_file)
         .spawn()
         .expect("storescu");
     wait_for(tmp.path(), "100 instances in the spool", 60, || {
@@ -432,8 +430,9 @@ fn kill_9_during_a_300_instance_transfer_loses_nothing_acknowledged() {
     node.kill_9();
     let _ = sender.wait();
     let acked = acknowledged(&std::fs::read_to_string(&log).expect("log"));
+    // 100 files were in the spool when the kill came: all but the one in flight were answered.
     assert!(
-        acked.len() >= 100 && acked.len() < files.len(),
+        acked.len() >= 99 && acked.len() < files.len(),
         "{} acknowledged: the kill did not land during the transfer",
         acked.len()
     );
