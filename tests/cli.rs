@@ -22,20 +22,7 @@ fn help_lists_every_subcommand() {
 #[test]
 fn demo_runs_the_whole_path_over_loopback_and_prints_the_table() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    run_ok(
-        std::process::Command::new(python())
-            .arg(repo().join("tests/py/make_models.py"))
-            .arg(tmp.path().join("models")),
-    );
-    let cfg = tmp.path().join("pulmo.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[inference]\nmodels_dir = \"{}\"\nexecution_providers = [\"cpu\"]\n",
-            tmp.path().join("models/set").display()
-        ),
-    )
-    .expect("config");
+    let cfg = stand_in_config(tmp.path(), "");
     let out = run_ok(
         pulmo()
             .arg("--config")

@@ -108,12 +108,8 @@ fn orthanc_routes_a_ct_to_pulmo_and_gets_segs_sr_and_overlay_back_even_after_an_
     // Orthanc's DICOM port is chosen first: pulmo's destination, kept across Orthanc's restart.
     let orthanc_port = free_port();
     // The stand-in models of the inference tests (the reference models are not trained yet).
-    run_ok(
-        Command::new(python())
-            .arg(repo().join("tests/py/make_models.py"))
-            .arg(tmp.path().join("models")),
-    );
-    let node = pulmo_from_example(&node_dir, orthanc_port, &tmp.path().join("models/set"));
+    let models = stand_in_models(tmp.path());
+    let node = pulmo_from_example(&node_dir, orthanc_port, &models);
     let o = orthanc_from_example(&pacs_dir, node.port, orthanc_port);
 
     // A full-size COVID-19 phantom, sent to Orthanc by storescu.
@@ -232,19 +228,7 @@ fn orthanc_routes_a_ct_to_pulmo_and_gets_segs_sr_and_overlay_back_even_after_an_
     let shots = repo().join("build/screenshots");
     std::fs::create_dir_all(&shots).expect("dir");
     let ohif = |env: &[(&str, &str)], shot: &str| -> serde_json::Value {
-        let out = run_ok(
-            Command::new("node")
-                .envs(env.iter().copied())
-                .env("NODE_PATH", repo().join("build/node/node_modules"))
-                .arg(repo().join("tests/js/ohif_check.cjs"))
-                .arg(&o.url)
-                .arg(repo().join("build/ohif/package/dist"))
-                .arg(&study_uid)
-                .arg("-")
-                .arg(shots.join(shot)),
-        );
-        let last = out.lines().last().unwrap_or("").to_string();
-        serde_json::from_str(&last).unwrap_or_else(|e| panic!("viewer output {last:?}: {e}"))
+        ohif_check(&o.url, &study_uid, "-", &shots.join(shot), &[], env)
     };
     let seg = ohif(
         &[("OHIF_THUMB_TEXT", "lung opacities")],

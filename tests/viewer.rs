@@ -5,22 +5,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::orthanc::Orthanc;
 use common::*;
 use pulmo::iod::transfer_syntax::Syntax;
 use pulmo::phantom::{self, Phantom};
-
-/// The OHIF build, downloaded by `make test` (npm pack, never committed).
-fn ohif_dist() -> PathBuf {
-    let d = repo().join("build/ohif/package/dist");
-    assert!(
-        d.join("index.html").is_file(),
-        "OHIF is missing: run `make test`, which downloads it"
-    );
-    d
-}
 
 /// Segment value → (voxel count, mean column, mean row, mean z in mm) of a label volume.
 fn expected(p: &Phantom, labels: &[u8]) -> Vec<(u8, usize, f64, f64, f64)> {
@@ -109,20 +98,7 @@ fn show_with(
         .to_string();
     let mut files = dicom_files(&study.join("dicom"));
     files.extend(objects.iter().cloned());
-    let out = run_ok(
-        Command::new("node")
-            .envs(env.iter().copied())
-            .env("NODE_PATH", repo().join("build/node/node_modules"))
-            .arg(repo().join("tests/js/ohif_check.cjs"))
-            .arg(&o.url)
-            .arg(ohif_dist())
-            .arg(study_uid)
-            .arg(seg_series)
-            .arg(screenshot)
-            .args(&files),
-    );
-    let last = out.lines().last().unwrap_or("");
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("viewer output {last:?}: {e}"))
+    ohif_check(&o.url, &study_uid, &seg_series, screenshot, &files, env)
 }
 
 #[test]
@@ -187,21 +163,7 @@ fn ohif_shows_the_report_measurements_placed_on_the_ct() {
     write_phantom(&study, &params, Syntax::Explicit, false, false);
     // pulmo analyze with the tests' stand-in models: the numbers are findings.json's, whatever
     // they are; the viewer must show those.
-    run_ok(
-        Command::new(python())
-            .arg(repo().join("tests/py/make_models.py"))
-            .arg(tmp.path().join("models")),
-    );
-    let cfg = tmp.path().join("pulmo.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[inference]\nmodels_dir = \"{}\"\nexecution_providers = [\"cpu\"]\n\
-             [output]\noverlay_series = false\n",
-            tmp.path().join("models/set").display()
-        ),
-    )
-    .expect("config");
+    let cfg = stand_in_config(tmp.path(), "[output]\noverlay_series = false\n");
     let out = tmp.path().join("out");
     let r = run(pulmo()
         .arg("--config")

@@ -204,3 +204,60 @@ pub fn dciodvfy_clean(path: &Path) {
         problems.join("\n")
     );
 }
+
+/// The tests' stand-in models (tests/py/make_models.py: thresholds and fixed networks, no
+/// training) under `dir/models`; returns the folder of the complete model set.
+pub fn stand_in_models(dir: &Path) -> PathBuf {
+    run_ok(
+        Command::new(python())
+            .arg(repo().join("tests/py/make_models.py"))
+            .arg(dir.join("models")),
+    );
+    dir.join("models/set")
+}
+
+/// `dir/pulmo.toml` with the stand-in models on the CPU, then `extra` (more tables).
+pub fn stand_in_config(dir: &Path, extra: &str) -> PathBuf {
+    let models = stand_in_models(dir);
+    let cfg = dir.join("pulmo.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[inference]\nmodels_dir = \"{}\"\nexecution_providers = [\"cpu\"]\n{extra}",
+            models.display()
+        ),
+    )
+    .expect("config");
+    cfg
+}
+
+/// Run tests/js/ohif_check.cjs (OHIF in headless Chromium) against Orthanc at `url` after
+/// uploading `files`; its JSON answer. `env` selects the mode (OHIF_MODE, OHIF_THUMB_TEXT).
+pub fn ohif_check(
+    url: &str,
+    study_uid: &str,
+    series_uid: &str,
+    screenshot: &Path,
+    files: &[PathBuf],
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    let ohif = repo().join("build/ohif/package/dist");
+    assert!(
+        ohif.join("index.html").is_file(),
+        "OHIF is missing: run `make test`, which downloads it"
+    );
+    let out = run_ok(
+        Command::new("node")
+            .envs(env.iter().copied())
+            .env("NODE_PATH", repo().join("build/node/node_modules"))
+            .arg(repo().join("tests/js/ohif_check.cjs"))
+            .arg(url)
+            .arg(ohif)
+            .arg(study_uid)
+            .arg(series_uid)
+            .arg(screenshot)
+            .args(files),
+    );
+    let last = out.lines().last().unwrap_or("");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("viewer output {last:?}: {e}"))
+}

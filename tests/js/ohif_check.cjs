@@ -93,6 +93,12 @@ async function main() {
     // Dismiss the tour if it shows.
     const skip = page.getByText("Skip all", { exact: false });
     try { await skip.first().click({ timeout: 15000 }); } catch (_) { log("no tour"); }
+    // A double-click before the viewport grid holds an enabled element is lost ("ViewportId is
+    // required ..."), which happens on a loaded machine: wait for the first viewport.
+    await page.waitForFunction(() => {
+      const cs = window.cornerstone;
+      return cs && cs.getEnabledElements && cs.getEnabledElements().length > 0;
+    }, null, { timeout: 120000, polling: 500 });
     if (process.env.OHIF_MODE === "sr") {
       const thumb = page.locator('[data-cy^="study-browser-thumbnail"]', { hasText: process.env.OHIF_THUMB_TEXT || "SR" });
       await thumb.first().dblclick({ timeout: 60000 });
