@@ -1,9 +1,9 @@
 //! The product as a hospital meets it: Orthanc (the PACS) receives a full-size chest CT from
 //! storescu, the routing rule of conformance/orthanc/ sends it to `pulmo serve`, which analyses it
-//! (stand-in models of tests/py/make_models.py until the reference models land) and sends the two SEGs, the SR and the overlay series back into the same
-//! study. Orthanc is down while pulmo delivers: the results arrive once it is back. Everything
-//! Orthanc then holds from pulmo passes conformance/validate, and OHIF over that Orthanc's DICOMweb
-//! shows the opacities SEG and the SR.
+//! (stand-in models of tests/py/make_models.py until the reference models land) and sends the two
+//! SEGs, the SR and the overlay series back into the same study. Orthanc is down while pulmo
+//! delivers: the results arrive once it is back. Everything Orthanc then holds from pulmo passes
+//! conformance/validate, and OHIF over that Orthanc's DICOMweb shows the opacities SEG and the SR.
 
 mod common;
 

@@ -18,30 +18,11 @@ fn analysed(dir: &Path, extra: &str) -> (PathBuf, std::process::Output) {
         let mut params = small(211);
         params.severity = Severity::Moderate;
         write_phantom(&study, &params, Syntax::Explicit, false, false);
-        run_ok(
-            Command::new(python())
-                .arg(repo().join("tests/py/make_models.py"))
-                .arg(dir.join("models")),
-        );
     }
-    let cfg = dir.join("pulmo.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[inference]\nmodels_dir = \"{}\"\nexecution_providers = [\"cpu\"]\n{extra}",
-            dir.join("models/set").display()
-        ),
-    )
-    .expect("config");
+    let cfg = stand_in_config(dir, extra);
     let out = dir.join("out");
     std::fs::remove_dir_all(&out).ok();
-    let result = run(pulmo()
-        .arg("--config")
-        .arg(&cfg)
-        .arg("analyze")
-        .arg(study.join("dicom"))
-        .arg("--out")
-        .arg(&out));
+    let result = pulmo_analyze(&cfg, &study.join("dicom"), &out);
     (out, result)
 }
 

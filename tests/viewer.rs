@@ -165,13 +165,7 @@ fn ohif_shows_the_report_measurements_placed_on_the_ct() {
     // they are; the viewer must show those.
     let cfg = stand_in_config(tmp.path(), "[output]\noverlay_series = false\n");
     let out = tmp.path().join("out");
-    let r = run(pulmo()
-        .arg("--config")
-        .arg(&cfg)
-        .arg("analyze")
-        .arg(study.join("dicom"))
-        .arg("--out")
-        .arg(&out));
+    let r = pulmo_analyze(&cfg, &study.join("dicom"), &out);
     assert!(matches!(r.status.code(), Some(0 | 3)), "{r:?}");
     let findings: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("findings.json")).expect("findings"),

@@ -208,12 +208,16 @@ pub fn dciodvfy_clean(path: &Path) {
 /// The tests' stand-in models (tests/py/make_models.py: thresholds and fixed networks, no
 /// training) under `dir/models`; returns the folder of the complete model set.
 pub fn stand_in_models(dir: &Path) -> PathBuf {
-    run_ok(
-        Command::new(python())
-            .arg(repo().join("tests/py/make_models.py"))
-            .arg(dir.join("models")),
-    );
-    dir.join("models/set")
+    let set = dir.join("models/set");
+    // Built once per folder: a test that analyses several times reuses them.
+    if !set.join("classifier.toml").is_file() {
+        run_ok(
+            Command::new(python())
+                .arg(repo().join("tests/py/make_models.py"))
+                .arg(dir.join("models")),
+        );
+    }
+    set
 }
 
 /// `dir/pulmo.toml` with the stand-in models on the CPU, then `extra` (more tables).
@@ -229,6 +233,17 @@ pub fn stand_in_config(dir: &Path, extra: &str) -> PathBuf {
     )
     .expect("config");
     cfg
+}
+
+/// `pulmo --config CFG analyze DICOM --out OUT`, whatever its exit status.
+pub fn pulmo_analyze(cfg: &Path, dicom: &Path, out: &Path) -> Output {
+    run(pulmo()
+        .arg("--config")
+        .arg(cfg)
+        .arg("analyze")
+        .arg(dicom)
+        .arg("--out")
+        .arg(out))
 }
 
 /// Run tests/js/ohif_check.cjs (OHIF in headless Chromium) against Orthanc at `url` after
