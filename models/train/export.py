@@ -6,8 +6,8 @@ import pathlib
 import onnx
 import torch
 
-from spec import (CLS_DIMS, LOBE_LABELS, LOBES_PATCH, OPACITIES_PATCH, OPACITY_LABELS, SEG_OVERLAP,
-                  SEG_SPACING, WINDOW)
+from spec import (CLS_DIMS, LOBE_LABELS, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING, OPACITIES_PATCH,
+                  OPACITY_LABELS, SEG_OVERLAP, SEG_SPACING, WINDOW)
 
 VERSION = "1.0.0"
 OPSET = 17
@@ -30,7 +30,7 @@ def _toml_list(values):
     return "[" + ", ".join(json.dumps(v) for v in values) + "]"
 
 
-def _manifest(path, name, role, task, sha, description, input_lines, labels, provenance):
+def _manifest(path, name, role, task, sha, description, input_lines, labels, provenance, output_extra=""):
     lab = "\n".join(f'"{i}" = "{v}"' for i, v in enumerate(labels))
     text = f'''# Written by models/train/export.py; see {name}.md (the model card).
 name = "pulmo-{name}"
@@ -48,7 +48,7 @@ description = "{description} Trained on synthetic data for integration and testi
 
 [output]
 name = "logits"
-activation = "softmax"
+activation = "softmax"{output_extra}
 
 [output.labels]
 {lab}
@@ -60,10 +60,24 @@ def _provenance(training_s, steps):
     return f"Trained {steps} steps in {training_s / 60:.0f} min on CPU."
 
 
+def lobes(net, out, training_s, steps):
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(1, 1, 64, 128, 128)
+    dynamic = {"ct": {0: "N", 2: "Z", 3: "Y", 4: "X"}, "logits": {0: "N", 2: "Z", 3: "Y", 4: "X"}}
+    sha = _save(net, dummy, out / "lobes.onnx", "ct", dynamic)
+    inp = (f'name = "ct"\nlayout = "patch3d"\nspacing_mm = {_toml_list(LOBES_SPACING)}\n'
+           f'window = {_toml_list(WINDOW)}\npatch = {_toml_list(LOBES_PATCH)}\n'
+           f'pad_to_multiple = {LOBES_MULTIPLE}\noverlap = 16\nbatch = 1')
+    _manifest(out, "lobes", "lobes", "segmentation", sha,
+              "3D U-Net on the whole chest at 3.2 x 3.2 x 5 mm: background and the five lung lobes.",
+              inp, LOBE_LABELS, _provenance(training_s, steps), output_extra='\nupsample = "linear"')
+
+
 def segmentation(net, name, out, training_s, steps):
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    patch = LOBES_PATCH if name == "lobes" else OPACITIES_PATCH
+    patch = OPACITIES_PATCH
     dummy = torch.zeros(1, 1, *patch)
     dynamic = {"ct": {0: "N", 2: "Z", 3: "Y", 4: "X"}, "logits": {0: "N", 2: "Z", 3: "Y", 4: "X"}}
     sha = _save(net, dummy, out / f"{name}.onnx", "ct", dynamic)

@@ -6,9 +6,17 @@ into each manifest, so that the grid a model trained on is the grid pulmo gives 
 SEG_SPACING = (1.6, 1.6, 2.5)
 # HU window of every model input, scaled to [0, 1].
 WINDOW = (-1000.0, 400.0)
-# Patch (z, y, x) each segmentation model trains and runs on (instance normalisation sees the same
-# amount of context in both), with the overlap pulmo blends. Lobes need more context (fissures).
-LOBES_PATCH = (40, 112, 112)
+# Lobes: the whole chest at once on a coarse grid (x, y, z) mm, exactly twice the segmentation grid
+# (patches of 180 mm could not tell left from right or upper from lower lobes; see README.md). The
+# patch is the largest volume run as one piece; smaller volumes are padded with air only up to the
+# next multiple of LOBES_MULTIPLE (the U-Net's 3 poolings), as in training, so that instance
+# normalisation sees the same amount of air in both. Probabilities come back to the CT grid by
+# trilinear interpolation: the model is trained on the fraction of each coarse voxel that each lobe
+# fills, so its boundaries fall between voxels where the fractions cross.
+LOBES_SPACING = (3.2, 3.2, 5.0)
+LOBES_PATCH = (96, 160, 160)
+LOBES_MULTIPLE = 8
+# Patch (z, y, x) the opacities model trains and runs on, with the overlap pulmo blends.
 OPACITIES_PATCH = (32, 96, 96)
 SEG_OVERLAP = 8
 # Classifier: the whole volume resized to this shape (z, y, x).

@@ -16,14 +16,15 @@ import torch
 import torch.nn.functional as F
 
 import export
+from data import resample_linear
 from nets import Classifier, UNet3d
-from spec import LOBES_PATCH, OPACITIES_PATCH, TRAIN_SEEDS, WINDOW
+from spec import LOBES_MULTIPLE, OPACITIES_PATCH, TRAIN_SEEDS, WINDOW
 
 # Steps and sizes per model, measured to fit the stated running time on 2 CPU cores.
 CONFIG = {
-    "lobes": dict(widths=(8, 16, 32, 64), k=6, patch=LOBES_PATCH, steps=1800, lr=2e-3, focus=None),
-    "opacities": dict(widths=(8, 16, 32, 48), k=3, patch=OPACITIES_PATCH, steps=1200, lr=2e-3, focus="opac"),
-    "classifier": dict(steps=1500, lr=1e-3),
+    "lobes": dict(widths=(8, 16, 32, 64), k=6, steps=1100, lr=2e-3),
+    "opacities": dict(widths=(8, 16, 32, 48), k=3, patch=OPACITIES_PATCH, steps=1500, lr=2e-3, focus="opac"),
+    "classifier": dict(steps=800, lr=1e-3),
 }
 
 
@@ -87,10 +88,93 @@ def dice_loss(logits, y, k):
     present = onehot.sum(dims)
     denom = p.sum(dims) + present
     dice = (2 * inter + 1.0) / (denom + 1.0)
-    mask = present[1:] > 0
+    # A class with a handful of voxels at the patch edge gives a Dice of 0 or 1 by chance.
+    mask = present[1:] > 50
     if not bool(mask.any()):
         return logits.new_zeros(())
     return 1.0 - dice[1:][mask].mean()
+
+
+def coarse_lobes(study, rng=None):
+    """One cached study on the lobes grid (twice the cache's spacing, as pulmo's
+    ModelGrid::with_spacing gives), padded with air at the far ends to a multiple of LOBES_MULTIPLE:
+    scaled CT and, per class, the fraction of each coarse voxel it fills."""
+    to = tuple(max(1, int(round(n / 2))) for n in study["ct"].shape)
+    ct = resample_linear(study["ct"], to)
+    k = 6
+    frac = np.stack([resample_linear((study["lobes"] == c).astype(np.float32), to) for c in range(k)])
+    full = tuple(-(-n // LOBES_MULTIPLE) * LOBES_MULTIPLE for n in to)
+    x = np.full(full, -1000.0, np.float32)
+    y = np.zeros((k,) + full, np.float32)
+    y[0] = 1.0
+    x[: to[0], : to[1], : to[2]] = ct
+    y[:, : to[0], : to[1], : to[2]] = frac
+    return x, y
+
+
+def soft_dice_loss(logits, target):
+    """Soft Dice against class fractions, over the foreground classes present."""
+    p = logits.softmax(dim=1)
+    dims = (0, 2, 3, 4)
+    inter = (p * target).sum(dims)
+    present = target.sum(dims)
+    dice = (2 * inter + 1.0) / (p.sum(dims) + present + 1.0)
+    mask = present[1:] > 1.0
+    return 1.0 - dice[1:][mask].mean()
+
+
+def train_lobes(cache, out, log, monitor=5):
+    """The whole volume at once. The last `monitor` training seeds are held out of the gradient
+    steps and only report Dice on the coarse grid while training runs."""
+    cfg = CONFIG["lobes"]
+    studies = load(cache, ["ct", "lobes"])
+    data = [coarse_lobes(s) for s in studies]
+    train, held = data[:-monitor] if monitor else data, data[-monitor:] if monitor else []
+    rng = np.random.default_rng(20201124)
+    torch.manual_seed(1234)
+    net = UNet3d(1, cfg["k"], cfg["widths"])
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=cfg["steps"], pct_start=0.15)
+    t0 = time.time()
+    running = None
+
+    def held_dice():
+        net.eval()
+        ds = []
+        with torch.no_grad():
+            for x, y in held:
+                p = net(torch.from_numpy(scale(x))[None, None]).argmax(1)[0].numpy()
+                t = y.argmax(0)
+                ds.append([2 * ((p == c) & (t == c)).sum() / max(1, (p == c).sum() + (t == c).sum())
+                           for c in range(1, 6)])
+        net.train()
+        return " ".join(f"{v:.3f}" for v in np.mean(ds, axis=0))
+
+    for step in range(cfg["steps"]):
+        x, y = train[int(rng.integers(len(train)))]
+        # pulmo samples the source CT with two taps per axis, the cache averaged more of it:
+        # add back noise so that the model sees at least pulmo's noise level.
+        noisy = x + rng.normal(0.0, rng.uniform(0.0, 15.0), size=x.shape).astype(np.float32)
+        xt = torch.from_numpy(scale(noisy))[None, None]
+        yt = torch.from_numpy(y)[None]
+        logits = net(xt)
+        ce = F.cross_entropy(logits, yt)
+        dl = soft_dice_loss(logits, yt)
+        loss = ce + dl
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        now = torch.stack([ce.detach(), dl.detach()]).numpy()
+        running = now if running is None else 0.95 * running + 0.05 * now
+        if step % 50 == 0 or step == cfg["steps"] - 1:
+            extra = f" held-out Dice RUL RML RLL LUL LLL {held_dice()}" if held and (step % 200 == 0 or step == cfg["steps"] - 1) else ""
+            print(f"lobes step {step} ce {running[0]:.4f} dice-loss {running[1]:.4f} "
+                  f"{time.time() - t0:.0f}s{extra}", file=log, flush=True)
+        if step % 200 == 199:
+            torch.save(net.state_dict(), pathlib.Path(cache) / "lobes-checkpoint.pt")
+    net.eval()
+    export.lobes(net, out, training_s=time.time() - t0, steps=cfg["steps"])
 
 
 def train_seg(name, cache, out, log):
@@ -185,5 +269,7 @@ if __name__ == "__main__":
 
     if a.model == "classifier":
         train_classifier(a.cache, a.out, sys.stdout)
+    elif a.model == "lobes":
+        train_lobes(a.cache, a.out, sys.stdout, monitor=0 if a.smoke else 5)
     else:
         train_seg(a.model, a.cache, a.out, sys.stdout)

@@ -20,7 +20,7 @@ use thiserror::Error;
 use crate::config::InferenceConfig;
 use crate::quant::Lobe;
 use crate::volume::Volume;
-use model::{Channel, Model, Role};
+use model::{Channel, Model, Role, Upsample};
 use resample::ModelGrid;
 
 #[derive(Debug, Error)]
@@ -195,7 +195,10 @@ pub fn segment_volume_timed(
     times.model_s = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     let labels = label_values(m)?;
-    let out = resample::labels_to_source(&probs, k, &grid, &labels);
+    let out = match m.output.upsample {
+        Upsample::Nearest => resample::labels_to_source(&probs, k, &grid, &labels),
+        Upsample::Linear => resample::labels_to_source_linear(&probs, k, &grid, &labels),
+    };
     times.back_s = t.elapsed().as_secs_f64();
     Ok((out, times))
 }

@@ -77,6 +77,11 @@ pub struct InputSpec {
     /// Overlap between neighbouring patches, in voxels of the model grid.
     #[serde(default)]
     pub overlap: usize,
+    /// patch3d: along an axis where the whole volume fits in the patch, run it as one piece
+    /// padded only up to the next multiple of this (a whole-volume model sees the same amount of
+    /// padding as in training, which instance normalisation needs). Absent: pad to the patch.
+    #[serde(default)]
+    pub pad_to_multiple: Option<usize>,
     #[serde(default = "one")]
     pub batch: usize,
     #[serde(default = "ct_only")]
@@ -93,11 +98,25 @@ fn ct_only() -> Vec<Channel> {
     vec![Channel::Ct]
 }
 
+/// How class probabilities on the model grid become labels on the CT grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Upsample {
+    /// Argmax on the model grid, carried to each CT voxel from the model voxel containing it.
+    #[default]
+    Nearest,
+    /// Probabilities interpolated trilinearly to each CT voxel, then argmax: for coarse grids
+    /// whose model was trained on partial-volume fractions (boundaries between model voxels).
+    Linear,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
     pub name: String,
     pub activation: Activation,
+    #[serde(default)]
+    pub upsample: Upsample,
     /// Output channel index → pulmo label key ("background", "RUL", ..., "ground_glass",
     /// "consolidation"; for a classifier, "covid").
     pub labels: BTreeMap<String, String>,
@@ -164,6 +183,13 @@ impl Manifest {
                 }
                 if p.iter().any(|&n| self.input.overlap >= n) {
                     return Err("input.overlap must be smaller than the patch".into());
+                }
+                if let Some(m) = self.input.pad_to_multiple
+                    && (m == 0 || p.iter().any(|&n| n % m != 0))
+                {
+                    return Err(
+                        "input.pad_to_multiple must be positive and divide every patch size".into(),
+                    );
                 }
             }
             (Task::Segmentation, Layout::Slice2d) => {}

@@ -5,12 +5,15 @@
 //! source's. Model voxel i then has its centre at source index `-0.5 + (i + 0.5) · n_src / n_model`,
 //! which makes a 2× resampling of block-aligned data exact (the tests rely on that).
 //!
-//! HU go to the model by trilinear interpolation. Labels come back as the argmax on the model
-//! grid, carried to each source voxel from the model voxel that contains its centre (nearest
-//! neighbour). Interpolating class probabilities instead would look smoother, but trilinear weights
-//! on near one-hot classes shrink every convex corner (a corner voxel keeps only 0.75³ of its own
-//! class), which biases small opacities low; the nearest model voxel is the model's own decision,
-//! exact, and needs no full-size probability volume.
+//! HU go to the model by trilinear interpolation. Labels come back, by default, as the argmax on
+//! the model grid, carried to each source voxel from the model voxel that contains its centre
+//! (nearest neighbour). Interpolating near one-hot class probabilities would shrink every convex
+//! corner (a corner voxel keeps only 0.75³ of its own class), which biases small opacities low;
+//! the nearest model voxel is the model's own decision. A model on a grid much coarser than the CT
+//! (the whole-chest lobes model) is trained on partial-volume fractions instead, so its
+//! probabilities cross between voxels where the boundary is: for it (`upsample = "linear"`) the
+//! probabilities are interpolated to each source voxel and the argmax taken there, slab by slab,
+//! without a full-size probability volume.
 
 use rayon::prelude::*;
 
@@ -163,6 +166,58 @@ pub fn labels_to_source(
     resample_nearest(&model_labels, grid.dims, grid.src_dims)
 }
 
+/// Labels on the source grid: class probabilities interpolated trilinearly to each source voxel
+/// centre, then the argmax, mapped through `label_of_channel`.
+pub fn labels_to_source_linear(
+    probs: &[f32],
+    channels: usize,
+    grid: &ModelGrid,
+    label_of_channel: &[u8],
+) -> Vec<u8> {
+    let [mz, my, mx] = grid.dims;
+    let [sz, sy, sx] = grid.src_dims;
+    let (tz, ty, tx) = (axis_taps(mz, sz), axis_taps(my, sy), axis_taps(mx, sx));
+    let n = grid.len();
+    let plane = my * mx;
+    let mut out = vec![0u8; sz * sy * sx];
+    out.par_chunks_mut(sy * sx)
+        .zip(tz.par_iter())
+        .for_each(|(slice, &(z0, z1, wz))| {
+            // The two model planes around this slice, blended once; then two rows per source row.
+            let mut p = vec![0f32; channels * plane];
+            for c in 0..channels {
+                let a = &probs[c * n + z0 * plane..c * n + (z0 + 1) * plane];
+                let b = &probs[c * n + z1 * plane..c * n + (z1 + 1) * plane];
+                for (o, (&va, &vb)) in p[c * plane..(c + 1) * plane]
+                    .iter_mut()
+                    .zip(a.iter().zip(b))
+                {
+                    *o = va * (1.0 - wz) + vb * wz;
+                }
+            }
+            let mut row = vec![0f32; channels * mx];
+            for (y, &(y0, y1, wy)) in ty.iter().enumerate() {
+                for c in 0..channels {
+                    for x in 0..mx {
+                        row[c * mx + x] = p[c * plane + y0 * mx + x] * (1.0 - wy)
+                            + p[c * plane + y1 * mx + x] * wy;
+                    }
+                }
+                for (x, &(x0, x1, wx)) in tx.iter().enumerate() {
+                    let mut best = (0usize, f32::NEG_INFINITY);
+                    for c in 0..channels {
+                        let v = row[c * mx + x0] * (1.0 - wx) + row[c * mx + x1] * wx;
+                        if v > best.1 {
+                            best = (c, v);
+                        }
+                    }
+                    slice[y * sx + x] = label_of_channel[best.0];
+                }
+            }
+        });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +250,29 @@ mod tests {
         let probs = [0.0, 1.0, 0.0, 1.0, 0.0, 1.0];
         let labels = labels_to_source(&probs, 2, &grid, &[0, 7]);
         assert_eq!(labels, vec![7, 7, 0, 0, 7, 7]);
+    }
+
+    #[test]
+    fn interpolated_probabilities_put_the_boundary_between_model_voxels() {
+        // Model voxels along x hold the fraction of class 1: 0, 0.25, 1; on a 4x finer source grid
+        // the 0.5 crossing lies a third of the way from the second voxel's centre to the third's.
+        let probs = [1.0, 0.75, 0.0, 0.0, 0.25, 1.0];
+        let grid = ModelGrid {
+            dims: [1, 1, 3],
+            src_dims: [1, 1, 12],
+            scale: [1.0, 1.0, 4.0],
+        };
+        let labels = labels_to_source_linear(&probs, 2, &grid, &[0, 7]);
+        assert_eq!(labels, vec![0, 0, 0, 0, 0, 0, 0, 7, 7, 7, 7, 7]);
+        // Identical grids: the same as the nearest-neighbour path.
+        let same = ModelGrid {
+            dims: [1, 1, 3],
+            src_dims: [1, 1, 3],
+            scale: [1.0, 1.0, 1.0],
+        };
+        assert_eq!(
+            labels_to_source_linear(&probs, 2, &same, &[0, 7]),
+            labels_to_source(&probs, 2, &same, &[0, 7])
+        );
     }
 }

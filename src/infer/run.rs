@@ -25,6 +25,21 @@ pub fn positions(n: usize, p: usize, o: usize) -> Vec<usize> {
     out
 }
 
+/// The patch actually run: `patch`, except along axes where the volume fits whole and the
+/// manifest asks for padding only up to a multiple.
+pub fn patch_for(patch: [usize; 3], multiple: Option<usize>, dims: [usize; 3]) -> [usize; 3] {
+    let Some(m) = multiple.filter(|&m| m > 0) else {
+        return patch;
+    };
+    let mut out = patch;
+    for a in 0..3 {
+        if dims[a] <= patch[a] {
+            out[a] = dims[a].div_ceil(m) * m;
+        }
+    }
+    out
+}
+
 /// Blending weights along one axis of a patch at `start` (size `p`, axis length `n`).
 fn axis_weights(start: usize, p: usize, n: usize, overlap: usize) -> Vec<f32> {
     let left_inside = start > 0;
@@ -155,7 +170,11 @@ pub fn segment(
             Ok((probs, k_out))
         }
         Layout::Patch3d => {
-            let p = m.input.patch.unwrap_or([64, 64, 64]);
+            let p = patch_for(
+                m.input.patch.unwrap_or([64, 64, 64]),
+                m.input.pad_to_multiple,
+                dims,
+            );
             let o = m.input.overlap;
             let (pz, py, px) = (
                 positions(dims[0], p[0], o),
@@ -280,6 +299,23 @@ pub fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_volume_that_fits_runs_padded_to_the_multiple_only() {
+        assert_eq!(
+            patch_for([96, 160, 160], Some(8), [61, 125, 130]),
+            [64, 128, 136]
+        );
+        // An axis longer than the patch still tiles with the full patch.
+        assert_eq!(
+            patch_for([96, 160, 160], Some(8), [120, 125, 160]),
+            [96, 128, 160]
+        );
+        assert_eq!(
+            patch_for([96, 160, 160], None, [61, 125, 130]),
+            [96, 160, 160]
+        );
+    }
 
     #[test]
     fn patches_cover_the_axis() {
