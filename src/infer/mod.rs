@@ -160,13 +160,17 @@ pub fn segment_volume(
     volume: &Volume,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Vec<u8>, InferError> {
-    segment_volume_timed(model, volume, progress).map(|(labels, _)| labels)
+    segment_volume_timed(model, volume, None, progress).map(|(labels, _)| labels)
 }
 
-/// `segment_volume`, with the time of each step.
+/// `segment_volume`, with the time of each step. With `within` (a mask on the source grid,
+/// non-zero inside), a patch model runs only on the patches that hold part of the mask, and every
+/// voxel outside the mask's patches is labelled as channel 0 (background): for opacities, which
+/// pulmo keeps only inside the lungs, this skips the patches of air and body wall.
 pub fn segment_volume_timed(
     model: &Model,
     volume: &Volume,
+    within: Option<&[u8]>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Vec<u8>, SegmentTimes), InferError> {
     let m = &model.manifest;
@@ -191,7 +195,9 @@ pub fn segment_volume_timed(
     }
     times.resample_s = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    let (probs, k) = run::segment(model, &inputs, &pad, grid.dims, progress)?;
+    let needed = within.map(|mask| resample::mark_model_voxels(mask, &grid));
+    let (probs, k) =
+        run::segment_within(model, &inputs, &pad, grid.dims, needed.as_deref(), progress)?;
     times.model_s = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     let labels = label_values(m)?;

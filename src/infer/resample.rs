@@ -166,6 +166,33 @@ pub fn labels_to_source(
     resample_nearest(&model_labels, grid.dims, grid.src_dims)
 }
 
+/// The model voxels (`grid.dims`) that contain the centre of a source voxel set in `mask`
+/// (`grid.src_dims`): no set source voxel is lost, however thin.
+pub fn mark_model_voxels(mask: &[u8], grid: &ModelGrid) -> Vec<bool> {
+    let [sz, sy, sx] = grid.src_dims;
+    let [mz, my, mx] = grid.dims;
+    let near = |from: usize, to: usize| -> Vec<usize> {
+        let scale = to as f64 / from as f64;
+        (0..from)
+            .map(|i| (((i as f64 + 0.5) * scale) as usize).min(to - 1))
+            .collect()
+    };
+    let (nz, ny, nx) = (near(sz, mz), near(sy, my), near(sx, mx));
+    let mut out = vec![false; grid.len()];
+    for z in 0..sz {
+        for y in 0..sy {
+            let row = &mask[(z * sy + y) * sx..(z * sy + y + 1) * sx];
+            let base = (nz[z] * my + ny[y]) * mx;
+            for (x, &v) in row.iter().enumerate() {
+                if v != 0 {
+                    out[base + nx[x]] = true;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Labels on the source grid: class probabilities interpolated trilinearly to each source voxel
 /// centre, then the argmax, mapped through `label_of_channel`.
 pub fn labels_to_source_linear(
@@ -250,6 +277,20 @@ mod tests {
         let probs = [0.0, 1.0, 0.0, 1.0, 0.0, 1.0];
         let labels = labels_to_source(&probs, 2, &grid, &[0, 7]);
         assert_eq!(labels, vec![7, 7, 0, 0, 7, 7]);
+    }
+
+    #[test]
+    fn every_set_source_voxel_marks_its_model_voxel() {
+        let grid = ModelGrid {
+            dims: [1, 1, 3],
+            src_dims: [1, 1, 7],
+            scale: [1.0, 1.0, 7.0 / 3.0],
+        };
+        let mut mask = vec![0u8; 7];
+        mask[6] = 1;
+        assert_eq!(mark_model_voxels(&mask, &grid), vec![false, false, true]);
+        mask[2] = 1;
+        assert_eq!(mark_model_voxels(&mask, &grid), vec![false, true, true]);
     }
 
     #[test]

@@ -123,6 +123,32 @@ pub fn segment(
     dims: [usize; 3],
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Vec<f32>, usize), InferError> {
+    segment_within(model, channels_in, pad, dims, None, progress)
+}
+
+/// Whether any voxel of the patch at `t` (size `p`) is set in `needed` (`dims`, model grid).
+fn patch_needed(needed: &[bool], t: [usize; 3], p: [usize; 3], dims: [usize; 3]) -> bool {
+    (t[0]..(t[0] + p[0]).min(dims[0])).any(|z| {
+        (t[1]..(t[1] + p[1]).min(dims[1])).any(|y| {
+            let row = (z * dims[1] + y) * dims[2];
+            needed[row + t[2]..row + (t[2] + p[2]).min(dims[2])]
+                .iter()
+                .any(|&v| v)
+        })
+    })
+}
+
+/// `segment`, running patch3d models only on the patches that hold a voxel of `needed` (model
+/// grid). Voxels covered by no patch that ran get probability 0 in every channel: callers use
+/// this only where such voxels are discarded (opacities outside the lungs).
+pub fn segment_within(
+    model: &Model,
+    channels_in: &[Vec<f32>],
+    pad: &[f32],
+    dims: [usize; 3],
+    needed: Option<&[bool]>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Vec<f32>, usize), InferError> {
     let m = &model.manifest;
     let k_out = m.output.labels.len();
     let n = dims.iter().product::<usize>();
@@ -190,6 +216,9 @@ pub fn segment(
                         tiles.push([z, y, x]);
                     }
                 }
+            }
+            if let Some(needed) = needed {
+                tiles.retain(|&t| patch_needed(needed, t, p, dims));
             }
             let total = tiles.len() as u64;
             let patch_n = p[0] * p[1] * p[2];
@@ -299,6 +328,17 @@ pub fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_patch_is_needed_when_it_holds_a_needed_voxel() {
+        let dims = [4, 4, 4];
+        let mut needed = vec![false; 64];
+        needed[(3 * 4 + 3) * 4 + 3] = true;
+        assert!(patch_needed(&needed, [2, 2, 2], [2, 2, 2], dims));
+        assert!(!patch_needed(&needed, [0, 0, 0], [3, 3, 3], dims));
+        // A patch reaching past the volume's end is clipped, not read out of bounds.
+        assert!(patch_needed(&needed, [3, 3, 3], [2, 2, 2], dims));
+    }
 
     #[test]
     fn a_volume_that_fits_runs_padded_to_the_multiple_only() {

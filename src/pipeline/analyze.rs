@@ -361,7 +361,9 @@ pub fn analyze(
     progress.stage("lobes");
     let t = Instant::now();
     let (mut lobes, lt) =
-        infer::segment_volume_timed(&models.lobes, &volume, &mut |d, n| progress.update(d, n))?;
+        infer::segment_volume_timed(&models.lobes, &volume, None, &mut |d, n| {
+            progress.update(d, n)
+        })?;
     timed("lobes", t, progress);
     let t = Instant::now();
     postprocess::clean_lobes(&mut lobes, dims);
@@ -370,7 +372,7 @@ pub fn analyze(
     progress.stage("opacities");
     let t = Instant::now();
     let (mut opacities, ot) =
-        infer::segment_volume_timed(&models.opacities, &volume, &mut |d, n| {
+        infer::segment_volume_timed(&models.opacities, &volume, Some(&lobes), &mut |d, n| {
             progress.update(d, n)
         })?;
     timed("opacities", t, progress);
