@@ -14,13 +14,10 @@ build: setup
 # Main job: `pulmo demo` generates a full-size synthetic study, starts the node on loopback, sends
 # the study with pulmo's SCU, receives the SEGs, SR and overlay series on a stand-in PACS, prints the
 # per-lobe table next to the truth; then every result goes through conformance/validate.
-# The reference models are not trained yet (models issue): the demo runs the STAND-IN models of the
-# tests (threshold and fixed networks, not measurements), and says so in its "models:" line.
+# It runs the reference models shipped in models/ (trained on synthetic phantoms only).
 demo: build
-	rm -rf build/demo build/demo-models
-	$(PULMO_PYTHON) tests/py/make_models.py build/demo-models >/dev/null
-	printf '[inference]\nmodels_dir = "build/demo-models/set"\n' > build/demo-pulmo.toml
-	$(PULMO) --config build/demo-pulmo.toml demo --out build/demo 2>build/demo.log
+	rm -rf build/demo
+	$(PULMO) demo --out build/demo 2>build/demo.log
 	conformance/validate build/demo/pacs/spool | tail -n 1
 
 test: setup

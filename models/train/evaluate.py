@@ -157,7 +157,7 @@ def main():
         rows.append(one(a.pulmo, config, seed, i, a.keep))
         r = rows[-1]
         print(f"{seed} {r['pattern']:<8} {r['severity']:<9} {r['size']:<5} lobe Dice "
-              f"{min(r['lobe_dice'].values()):.3f} opacity Dice {r['opacity_dice']:.3f} "
+              f"{' '.join(f'{v:.3f}' for v in r['lobe_dice'].values())} opacity Dice {r['opacity_dice']:.3f} "
               f"p={r['covid_probability']:.3f} {r['analyze_s']:.1f}s", file=sys.stderr, flush=True)
     s = summarise(rows)
     if a.json:

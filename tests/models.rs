@@ -1,0 +1,209 @@
+//! The reference models shipped in models/: manifests, checksums, model cards, and `pulmo analyze`
+//! with them on phantoms, against the phantom's truth with loose bounds (the model cards hold
+//! the evaluated errors; these bounds are several times wider so that the test checks the shipped
+//! path, not the last decimal).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use pulmo::infer::model::{Manifest, sha256_hex};
+use pulmo::iod::transfer_syntax::Syntax;
+use pulmo::phantom::{Params, Pattern, Severity, Size};
+
+const MODELS: [&str; 3] = ["lobes", "opacities", "classifier"];
+const LOBES: [&str; 5] = ["RUL", "RML", "RLL", "LUL", "LLL"];
+
+fn models_dir() -> PathBuf {
+    repo().join("models")
+}
+
+#[test]
+fn manifests_checksums_and_model_cards_are_shipped() {
+    for name in MODELS {
+        let manifest = models_dir().join(format!("{name}.toml"));
+        let m = Manifest::load(&manifest).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let file = models_dir().join(&m.file);
+        let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert_eq!(
+            sha256_hex(&bytes),
+            m.sha256,
+            "{name}: sha256 of the shipped file"
+        );
+        assert!(
+            bytes.len() < 8 << 20,
+            "{name}: {} bytes; models stay small",
+            bytes.len()
+        );
+        assert!(
+            m.description.contains("not for clinical use") && m.training_data.contains("synthetic"),
+            "{name}: the manifest must say synthetic, not for clinical use"
+        );
+        let card = std::fs::read_to_string(models_dir().join(format!("{name}.md")))
+            .unwrap_or_else(|e| panic!("{name}: model card: {e}"));
+        for needed in [
+            "Not for clinical use",
+            "pulmo phantom",
+            "| metric | value | goal | met |",
+            &m.version,
+            "Apache-2.0",
+        ] {
+            assert!(card.contains(needed), "{name}.md lacks {needed:?}");
+        }
+    }
+    // The ONNX opset, read by the onnx package rather than trusted from the exporter.
+    let check = run_ok(
+        Command::new(python())
+            .arg("-c")
+            .arg(
+                "import onnx, sys\n\
+         for f in sys.argv[1:]:\n\
+         \x20   m = onnx.load(f); onnx.checker.check_model(m)\n\
+         \x20   print(min(o.version for o in m.opset_import if o.domain in ('', 'ai.onnx')))",
+            )
+            .args(MODELS.map(|n| models_dir().join(format!("{n}.onnx")))),
+    );
+    for v in check.lines() {
+        assert!(v.trim().parse::<u32>().is_ok_and(|v| v >= 17), "opset {v}");
+    }
+    run_ok(
+        pulmo()
+            .arg("--config")
+            .arg(config(&std::env::temp_dir()))
+            .args(["models", "list"]),
+    );
+}
+
+fn config(dir: &Path) -> PathBuf {
+    let cfg = dir.join("pulmo-models-test.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[inference]\nmodels_dir = \"{}\"\nexecution_providers = [\"cpu\"]\n",
+            models_dir().display()
+        ),
+    )
+    .expect("config");
+    cfg
+}
+
+fn analysed(
+    dir: &Path,
+    seed: u64,
+    size: Size,
+    pattern: Pattern,
+    severity: Severity,
+) -> (serde_json::Value, serde_json::Value) {
+    let mut params = Params::new(seed, size);
+    params.pattern = pattern;
+    params.severity = severity;
+    let study = dir.join(format!("study-{seed}"));
+    write_phantom(&study, &params, Syntax::Explicit, false, false);
+    let out = dir.join(format!("out-{seed}"));
+    let result = run(pulmo()
+        .arg("--config")
+        .arg(config(dir))
+        .arg("analyze")
+        .arg(study.join("dicom"))
+        .arg("--out")
+        .arg(&out));
+    assert!(
+        result.status.success(),
+        "analyze (with the quality checks passing) failed: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let read = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&p).expect("json file")).expect("json")
+    };
+    (
+        read(out.join("findings.json")),
+        read(study.join("truth/truth.json")),
+    )
+}
+
+fn num(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+#[test]
+fn analyze_with_the_shipped_models_finds_the_truth_of_a_covid_phantom() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (f, t) = analysed(
+        tmp.path(),
+        424_242,
+        Size::Small,
+        Pattern::Covid,
+        Severity::Severe,
+    );
+    for lobe in LOBES {
+        let (fv, tv) = (
+            num(&f["lobes"][lobe]["volume_ml"]),
+            num(&t["lobes"][lobe]["volume_ml"]),
+        );
+        assert!(
+            (fv - tv).abs() <= 0.15 * tv,
+            "{lobe} volume {fv:.0} ml, truth {tv:.0} ml"
+        );
+        let (fp, tp) = (
+            num(&f["lobes"][lobe]["plo_percent"]),
+            num(&t["lobes"][lobe]["plo_percent"]),
+        );
+        assert!(
+            (fp - tp).abs() <= 8.0,
+            "{lobe} PLO {fp:.1} %, truth {tp:.1} %"
+        );
+    }
+    let (fp, tp) = (
+        num(&f["whole_lung"]["plo_percent"]),
+        num(&t["whole_lung"]["plo_percent"]),
+    );
+    assert!(
+        (fp - tp).abs() <= 5.0,
+        "lung PLO {fp:.1} %, truth {tp:.1} %"
+    );
+    let p = num(&f["covid_probability"]);
+    assert!(
+        p > 0.5,
+        "COVID-19 probability {p} for a severe COVID-19 phantom"
+    );
+    let names: Vec<&str> = f["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["pulmo-lobes", "pulmo-opacities", "pulmo-classifier"]
+    );
+}
+
+#[test]
+fn analyze_with_the_shipped_models_finds_a_normal_phantom_normal() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Full size: on small (2.8 mm) normal phantoms the 1.0.0 opacities model calls enough normal
+    // lung ground-glass that the classifier says COVID-19 (0.95 on seed 424243, 0.80 on held-out
+    // seed 900041; the model cards record it). Full-size normal phantoms score about 0.01.
+    let (f, t) = analysed(
+        tmp.path(),
+        424_243,
+        Size::Full,
+        Pattern::Normal,
+        Severity::None,
+    );
+    // The 1.0.0 opacities model calls some normal lung opacified (6.5 % of this phantom's lung when
+    // it was shipped; the model cards hold the evaluated errors, which miss the issue's goals).
+    // The bound catches a model that calls the lung opacified wholesale.
+    let lung = num(&f["whole_lung"]["plo_percent"]);
+    assert!(lung < 15.0, "lung PLO {lung:.2} % in a normal phantom");
+    let tv = num(&t["whole_lung"]["volume_ml"]);
+    let fv = num(&f["whole_lung"]["volume_ml"]);
+    assert!(
+        (fv - tv).abs() <= 0.1 * tv,
+        "lung volume {fv:.0} ml, truth {tv:.0} ml"
+    );
+    let p = num(&f["covid_probability"]);
+    assert!(p < 0.5, "COVID-19 probability {p} for a normal phantom");
+}
