@@ -127,6 +127,20 @@ def soft_dice_loss(logits, target):
     return 1.0 - dice[1:][mask].mean()
 
 
+def lobes_dice(net, held):
+    """Dice per lobe (RUL RML RLL LUL LLL) on the coarse grid over `held` studies, as text."""
+    net.eval()
+    ds = []
+    with torch.no_grad():
+        for x, y in held:
+            p = net(torch.from_numpy(scale(x))[None, None]).argmax(1)[0].numpy()
+            t = y.argmax(0)
+            ds.append([2 * ((p == c) & (t == c)).sum() / max(1, (p == c).sum() + (t == c).sum())
+                       for c in range(1, 6)])
+    net.train()
+    return " ".join(f"{v:.3f}" for v in np.mean(ds, axis=0))
+
+
 def train_lobes(cache, out, log, monitor=5):
     """The whole volume at once. The last `monitor` training seeds are held out of the gradient
     steps and only report Dice on the coarse grid while training runs."""
@@ -143,16 +157,7 @@ def train_lobes(cache, out, log, monitor=5):
     running = None
 
     def held_dice():
-        net.eval()
-        ds = []
-        with torch.no_grad():
-            for x, y in held:
-                p = net(torch.from_numpy(scale(x))[None, None]).argmax(1)[0].numpy()
-                t = y.argmax(0)
-                ds.append([2 * ((p == c) & (t == c)).sum() / max(1, (p == c).sum() + (t == c).sum())
-                           for c in range(1, 6)])
-        net.train()
-        return " ".join(f"{v:.3f}" for v in np.mean(ds, axis=0))
+        return lobes_dice(net, held)
 
     for step in range(cfg["steps"]):
         x, y = train[int(rng.integers(len(train)))]
@@ -308,16 +313,7 @@ if __name__ == "__main__":
             held = data[-5:]
 
             def held_dice():
-                net.eval()
-                ds = []
-                with torch.no_grad():
-                    for x, y in held:
-                        p = net(torch.from_numpy(scale(x))[None, None]).argmax(1)[0].numpy()
-                        t = y.argmax(0)
-                        ds.append([2 * ((p == c) & (t == c)).sum() / max(1, (p == c).sum() + (t == c).sum())
-                                   for c in range(1, 6)])
-                net.train()
-                return " ".join(f"{v:.3f}" for v in np.mean(ds, axis=0))
+                return lobes_dice(net, held)
 
             polish_lobes(net, data[:-5], cfg, np.random.default_rng(7), sys.stdout, held_dice)
             net.eval()
