@@ -80,6 +80,11 @@ impl Default for NodeConfig {
 pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub stable_after_s: u64,
+    /// Most journal segments (preallocated files that received instances are made durable in
+    /// before Success); 0 turns the journal off (each instance file is synced on its own).
+    pub journal_segments: u32,
+    /// Size of one journal segment, in MiB.
+    pub journal_segment_mib: u32,
 }
 
 impl Default for StorageConfig {
@@ -87,6 +92,8 @@ impl Default for StorageConfig {
         StorageConfig {
             data_dir: PathBuf::from("pulmo-data"),
             stable_after_s: 10,
+            journal_segments: 8,
+            journal_segment_mib: 32,
         }
     }
 }
@@ -251,6 +258,12 @@ extra_sop_classes = []
 data_dir = "pulmo-data"
 # A study is stable (and analysed) when no instance arrived for this many seconds.
 stable_after_s = 10
+# Received instances are made durable in a journal of preallocated segment files (one flush of
+# data already allocated on disk, no file-system metadata to commit) before Success, and written
+# to their spool files in the background. Up to journal_segments files of journal_segment_mib MiB
+# each are created as needed and reused; 0 segments: every instance file is synced on its own.
+journal_segments = 8
+journal_segment_mib = 32
 
 [jobs]
 # Studies analysed at the same time.
@@ -356,6 +369,15 @@ impl Config {
             return Err(invalid("node.dimse_timeout_s", "must be at least 1 second"));
         }
         validate_path("storage.data_dir", &self.storage.data_dir)?;
+        if !(1..=1024).contains(&self.storage.journal_segment_mib) {
+            return Err(invalid(
+                "storage.journal_segment_mib",
+                "must be between 1 and 1024",
+            ));
+        }
+        if self.storage.journal_segments > 256 {
+            return Err(invalid("storage.journal_segments", "must be at most 256"));
+        }
         if !(1..=64).contains(&self.jobs.workers) {
             return Err(invalid("jobs.workers", "must be between 1 and 64"));
         }

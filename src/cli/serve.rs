@@ -12,7 +12,7 @@ use pulmo::config::Config;
 use pulmo::metrics::{self, Metrics};
 use pulmo::net::{deliver, scp};
 use pulmo::pipeline::job::{self, Analysis, StudyProcessor};
-use pulmo::store::Store;
+use pulmo::store::{JournalConfig, Store};
 
 /// How often idle workers look for stable studies and due deliveries.
 const POLL: Duration = Duration::from_millis(500);
@@ -101,6 +101,12 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         Arc::new(Store::open(&config.storage.data_dir).with_context(|| {
             format!("opening the store in {}", config.storage.data_dir.display())
         })?);
+    store
+        .start_journal(JournalConfig {
+            max_segments: config.storage.journal_segments as usize,
+            segment_bytes: u64::from(config.storage.journal_segment_mib) << 20,
+        })
+        .context("starting the journal")?;
     let counts = store.counts()?;
     let resumed = store.resume_jobs()?;
     tracing::info!(

@@ -1,9 +1,11 @@
 //! The SCP: C-ECHO and C-STORE over async associations (dicom-ul), into the store.
 //!
-//! A C-STORE's data set is streamed to a temporary file as its fragments arrive (a full-size study
-//! never sits in memory), behind a Part 10 header naming the negotiated transfer syntax, so the
-//! instance is stored as it was received. Success is answered only after the file is fsynced,
-//! renamed into the spool and indexed; anything else gets a failure status and a log line.
+//! A C-STORE's data set is streamed, as its fragments arrive, behind a Part 10 header naming the
+//! negotiated transfer syntax (so the instance is stored as it was received), into a journal
+//! record (`store::journal`), or into a temporary file when there is no room in the journal. A
+//! full-size study never sits in memory. Success is answered only after the record is flushed (or
+//! the file fsynced and renamed into the spool), the data set parsed and the instance indexed;
+//! anything else gets a failure status and a log line.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -30,7 +32,7 @@ use crate::config::NodeConfig;
 use crate::iod::transfer_syntax::Syntax;
 use crate::iod::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 use crate::metrics::Metrics;
-use crate::store::{Committed, InstanceMeta, Store};
+use crate::store::{Committed, InstanceMeta, RecordWriter, Store};
 
 #[derive(Debug, Error)]
 pub enum NetError {
@@ -146,15 +148,28 @@ struct Pending {
     cmd: Command,
     pc_id: u8,
     transfer_syntax: String,
-    tmp: Option<PathBuf>,
-    file: Option<std::io::BufWriter<std::fs::File>>,
-    /// The data set as received, while it is no larger than `KEEP_IN_MEMORY`: parsed from here
-    /// while the file is synced, rather than read back afterwards.
-    mem: Option<Vec<u8>>,
+    sink: Sink,
+    /// The data set's fragments as received, while it is no larger than `KEEP_IN_MEMORY`:
+    /// parsed from here rather than read back from the disk.
+    mem: Option<Vec<Vec<u8>>>,
     bytes: u64,
-    /// Data set bytes whose writeback to the disk was started (`start_writeback`).
-    synced_to: u64,
     failed: Option<(u16, String)>,
+}
+
+/// Where a C-STORE's Part 10 file is written while it arrives.
+enum Sink {
+    /// A journal record, made durable with one flush of preallocated blocks (the usual case).
+    Journal(RecordWriter),
+    /// A temporary file synced on its own and renamed into the spool: no journal, no free
+    /// segment, a deflated or a large instance.
+    File {
+        tmp: PathBuf,
+        file: std::io::BufWriter<std::fs::File>,
+        /// Bytes whose writeback to the disk was started (`start_writeback`).
+        synced_to: u64,
+    },
+    /// Nothing could be opened, or the request is refused: the data set is received and dropped.
+    Discard,
 }
 
 /// Writeback is started every this many bytes.
@@ -183,6 +198,58 @@ fn start_writeback(
     }
     *synced_to = received;
     Ok(())
+}
+
+impl Sink {
+    /// A temporary file, with `head` (what was written so far) in it.
+    fn file(
+        store: &Store,
+        head: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<Sink, String> {
+        let (tmp, file) = store.temp_file().map_err(|e| e.to_string())?;
+        // A small buffer: the page-cache writes go on while the next fragments arrive.
+        let mut file = std::io::BufWriter::with_capacity(64 << 10, file);
+        if let Err(e) = head(&mut file) {
+            std::fs::remove_file(&tmp).ok();
+            return Err(format!("cannot write to the spool: {e}"));
+        }
+        Ok(Sink::File {
+            tmp,
+            file,
+            synced_to: 0,
+        })
+    }
+
+    fn write(&mut self, store: &Store, data: &[u8], received: u64) -> Result<(), String> {
+        if let Sink::Journal(w) = self
+            && (!w.fits(data.len()) || received > KEEP_IN_MEMORY)
+        {
+            // Outgrows its segment, or too large to parse from memory: continue in a file.
+            let Sink::Journal(w) = std::mem::replace(self, Sink::Discard) else {
+                return Ok(());
+            };
+            *self = Sink::file(store, |out| w.spill(out))?;
+        }
+        match self {
+            Sink::Journal(w) => w
+                .write(data)
+                .map_err(|e| format!("cannot write to the journal: {e}")),
+            Sink::File {
+                file, synced_to, ..
+            } => file
+                .write_all(data)
+                .and_then(|()| start_writeback(file, synced_to, received))
+                .map_err(|e| format!("cannot write to the spool: {e}")),
+            Sink::Discard => Ok(()),
+        }
+    }
+
+    fn temp_path(&self) -> Option<&PathBuf> {
+        match self {
+            Sink::File { tmp, .. } => Some(tmp),
+            _ => None,
+        }
+    }
 }
 
 /// Data sets up to this size are also kept in memory until they are answered (a CT slice is
@@ -257,7 +324,7 @@ async fn association(
         };
         match pdu {
             Pdu::PData { data } => {
-                for v in data {
+                for mut v in data {
                     match v.value_type {
                         PDataValueType::Command => {
                             command.extend_from_slice(&v.data);
@@ -318,21 +385,17 @@ async fn association(
                             };
                             p.bytes += v.data.len() as u64;
                             stats.bytes_received.inc_by(v.data.len() as u64);
+                            if p.failed.is_none()
+                                && let Err(e) = p.sink.write(&store, &v.data, p.bytes)
+                            {
+                                p.sink = Sink::Discard;
+                                p.failed = Some((status::OUT_OF_RESOURCES, e));
+                            }
                             if p.bytes > KEEP_IN_MEMORY {
                                 p.mem = None;
                             } else if let Some(m) = p.mem.as_mut() {
-                                m.extend_from_slice(&v.data);
-                            }
-                            if p.failed.is_none()
-                                && let Some(f) = p.file.as_mut()
-                                && let Err(e) = f
-                                    .write_all(&v.data)
-                                    .and_then(|()| start_writeback(f, &mut p.synced_to, p.bytes))
-                            {
-                                p.failed = Some((
-                                    status::OUT_OF_RESOURCES,
-                                    format!("cannot write to the spool: {e}"),
-                                ));
+                                // Kept as received, not copied into one buffer.
+                                m.push(std::mem::take(&mut v.data));
                             }
                             if v.is_last {
                                 let Some(p) = pending.take() else { continue };
@@ -390,7 +453,7 @@ async fn association(
             }
         }
     }
-    if let Some(tmp) = pending.and_then(|p| p.tmp) {
+    if let Some(tmp) = pending.as_ref().and_then(|p| p.sink.temp_path()) {
         std::fs::remove_file(tmp).ok();
     }
 }
@@ -416,85 +479,89 @@ where
     })
 }
 
-/// Open the temporary file of a C-STORE and write its Part 10 header.
+/// Open the journal record (or temporary file) of a C-STORE and write its Part 10 header.
 fn begin_store(store: &Store, accepted: &[String], cmd: Command, pc_id: u8, ts: &str) -> Pending {
     let sop_class = cmd.affected_sop_class_uid.clone().unwrap_or_default();
     let sop = cmd.affected_sop_instance_uid.clone().unwrap_or_default();
-    let mut failed = None;
-    if !accepted.contains(&sop_class) {
-        failed = Some((
-            status::SOP_CLASS_NOT_SUPPORTED,
-            format!("SOP class {sop_class} is not stored here"),
-        ));
-    } else if !crate::iod::uid::is_valid(&sop) {
-        failed = Some((
-            status::CANNOT_UNDERSTAND,
-            "AffectedSOPInstanceUID is not a valid UID".into(),
-        ));
-    }
-    let (tmp, file) = match store.temp_file() {
-        Ok(t) => t,
-        Err(e) => {
-            // The data set is still received (and dropped); the failure is answered at its end.
-            return Pending {
-                cmd,
-                pc_id,
-                transfer_syntax: ts.to_string(),
-                tmp: None,
-                file: None,
-                mem: None,
-                bytes: 0,
-                synced_to: 0,
-                failed: Some((status::OUT_OF_RESOURCES, e.to_string())),
-            };
-        }
-    };
-    // A small buffer: the page-cache writes go on while the next fragments arrive.
-    let mut file = std::io::BufWriter::with_capacity(64 << 10, file);
-    if failed.is_none() {
-        let header = FileMetaTableBuilder::new()
-            .media_storage_sop_class_uid(sop_class.as_str())
-            .media_storage_sop_instance_uid(sop.as_str())
-            .transfer_syntax(ts)
-            .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-            .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
-            .build();
-        let written = header.map_err(|e| e.to_string()).and_then(|meta| {
-            file.write_all(&[0u8; 128]).map_err(|e| e.to_string())?;
-            file.write_all(b"DICM").map_err(|e| e.to_string())?;
-            meta.write(&mut file).map_err(|e| e.to_string())
-        });
-        if let Err(e) = written {
-            failed = Some((
-                status::OUT_OF_RESOURCES,
-                format!("cannot write the file header: {e}"),
-            ));
-        }
-    }
-    Pending {
-        cmd,
+    let refuse = |code, reason: String| Pending {
+        cmd: cmd.clone(),
         pc_id,
         transfer_syntax: ts.to_string(),
-        tmp: Some(tmp),
-        file: Some(file),
-        mem: Some(Vec::new()),
+        sink: Sink::Discard,
+        mem: None,
         bytes: 0,
-        synced_to: 0,
-        failed,
+        failed: Some((code, reason)),
+    };
+    if !accepted.contains(&sop_class) {
+        return refuse(
+            status::SOP_CLASS_NOT_SUPPORTED,
+            format!("SOP class {sop_class} is not stored here"),
+        );
+    }
+    if !crate::iod::uid::is_valid(&sop) {
+        return refuse(
+            status::CANNOT_UNDERSTAND,
+            "AffectedSOPInstanceUID is not a valid UID".into(),
+        );
+    }
+    let head = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(sop_class.as_str())
+        .media_storage_sop_instance_uid(sop.as_str())
+        .transfer_syntax(ts)
+        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|meta| {
+            let mut head = vec![0u8; 128];
+            head.extend_from_slice(b"DICM");
+            meta.write(&mut head).map_err(|e| e.to_string())?;
+            Ok(head)
+        });
+    let head = match head {
+        Ok(h) => h,
+        Err(e) => {
+            return refuse(
+                status::OUT_OF_RESOURCES,
+                format!("cannot write the file header: {e}"),
+            );
+        }
+    };
+    // A deflated data set is parsed from its file (the reader inflates it): not journaled.
+    let journaled = (ts != uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
+        .then(|| store.journal().and_then(|j| j.begin()))
+        .flatten()
+        .and_then(|mut w| w.write(&head).is_ok().then_some(w));
+    let sink = match journaled {
+        Some(w) => Ok(Sink::Journal(w)),
+        None => Sink::file(store, |out| out.write_all(&head)),
+    };
+    match sink {
+        Ok(sink) => Pending {
+            cmd,
+            pc_id,
+            transfer_syntax: ts.to_string(),
+            sink,
+            mem: Some(Vec::new()),
+            bytes: 0,
+            failed: None,
+        },
+        // The data set is still received (and dropped); the failure is answered at its end.
+        Err(e) => refuse(status::OUT_OF_RESOURCES, e),
     }
 }
 
-/// fsync, check the instance can be read, move it into the spool and index it.
+/// Make the instance durable, check it can be read, index it.
 fn finish_store(store: &Store, p: Pending, calling: &str) -> Result<Committed, (u16, String)> {
     let Pending {
-        tmp,
-        file,
+        sink,
         mem,
         failed,
         cmd,
         transfer_syntax,
         ..
     } = p;
+    let tmp = sink.temp_path().cloned();
     let discard = |e: (u16, String)| {
         if let Some(t) = &tmp {
             std::fs::remove_file(t).ok();
@@ -504,68 +571,93 @@ fn finish_store(store: &Store, p: Pending, calling: &str) -> Result<Committed, (
     if let Some(f) = failed {
         return discard(f);
     }
-    let (Some(tmp_path), Some(file)) = (tmp.clone(), file) else {
-        return discard((status::OUT_OF_RESOURCES, "no spool file".into()));
-    };
-    let file = match file.into_inner() {
-        Ok(f) => f,
-        Err(e) => {
-            return discard((
-                status::OUT_OF_RESOURCES,
-                format!("cannot write to the spool: {e}"),
-            ));
-        }
-    };
-    // The whole instance is parsed, pixel data included, so that a truncated or garbled data
-    // set is refused here rather than found later by the analysis; the parse runs while the
-    // file is synced.
-    let (synced, parsed) = std::thread::scope(|s| {
-        let sync = s.spawn(|| file.sync_data());
-        let parsed = parse_instance(mem.as_deref(), &transfer_syntax, &tmp_path);
-        (sync.join(), parsed)
-    });
-    match synced {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            return discard((
-                status::OUT_OF_RESOURCES,
-                format!("cannot write to the spool: {e}"),
-            ));
-        }
-        Err(_) => return discard((status::OUT_OF_RESOURCES, "spool sync failed".into())),
-    }
-    let ids = match parsed {
-        Ok(ids) => ids,
-        Err(e) => {
-            return discard((
-                status::CANNOT_UNDERSTAND,
-                format!("the data set cannot be parsed: {e}"),
-            ));
-        }
-    };
     let sop = cmd.affected_sop_instance_uid.clone().unwrap_or_default();
-    if ids.sop_instance_uid != sop {
-        return discard((
-            status::DATA_SET_DOES_NOT_MATCH,
-            "SOPInstanceUID of the data set differs from the C-STORE request".into(),
-        ));
-    }
-    let meta = InstanceMeta {
-        study_uid: ids.study_uid,
-        series_uid: ids.series_uid,
-        sop_instance_uid: sop,
-        sop_class_uid: cmd.affected_sop_class_uid.clone().unwrap_or_default(),
-        transfer_syntax_uid: transfer_syntax,
-        modality: ids.modality,
-        calling_ae: calling.to_string(),
+    let meta = |ids: Identifiers| -> Result<InstanceMeta, (u16, String)> {
+        if ids.sop_instance_uid != sop {
+            return Err((
+                status::DATA_SET_DOES_NOT_MATCH,
+                "SOPInstanceUID of the data set differs from the C-STORE request".into(),
+            ));
+        }
+        Ok(InstanceMeta {
+            study_uid: ids.study_uid,
+            series_uid: ids.series_uid,
+            sop_instance_uid: sop.clone(),
+            sop_class_uid: cmd.affected_sop_class_uid.clone().unwrap_or_default(),
+            transfer_syntax_uid: transfer_syntax.clone(),
+            modality: ids.modality,
+            calling_ae: calling.to_string(),
+        })
     };
-    store.commit(&tmp_path, &meta).or_else(|e| {
+    let unparsable = |e: String| {
+        (
+            status::CANNOT_UNDERSTAND,
+            format!("the data set cannot be parsed: {e}"),
+        )
+    };
+    let store_error = |e: crate::store::StoreError| {
         let code = match e {
             crate::store::StoreError::BadUid { .. } => status::CANNOT_UNDERSTAND,
             _ => status::OUT_OF_RESOURCES,
         };
-        discard((code, e.to_string()))
-    })
+        (code, e.to_string())
+    };
+    match sink {
+        Sink::Discard => discard((status::OUT_OF_RESOURCES, "no spool file".into())),
+        Sink::Journal(writer) => {
+            // The whole instance is parsed, pixel data included, so that a truncated or garbled
+            // data set is refused here rather than found later by the analysis.
+            let Some(bytes) = mem.as_deref() else {
+                return Err((status::OUT_OF_RESOURCES, "data set not kept".into()));
+            };
+            let ids = parse_in_memory(bytes, &transfer_syntax).map_err(unparsable)?;
+            let meta = meta(ids)?;
+            store.commit_journaled(writer, &meta).map_err(store_error)
+        }
+        Sink::File {
+            tmp: tmp_path,
+            file,
+            ..
+        } => {
+            let file = match file.into_inner() {
+                Ok(f) => f,
+                Err(e) => {
+                    return discard((
+                        status::OUT_OF_RESOURCES,
+                        format!("cannot write to the spool: {e}"),
+                    ));
+                }
+            };
+            // Parsed while the file is synced.
+            let (synced, parsed) = std::thread::scope(|s| {
+                let sync = s.spawn(|| file.sync_data());
+                let parsed = match mem.as_deref() {
+                    Some(bytes) if transfer_syntax != uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => {
+                        parse_in_memory(bytes, &transfer_syntax)
+                    }
+                    _ => parse_file(&tmp_path),
+                };
+                (sync.join(), parsed)
+            });
+            match synced {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return discard((
+                        status::OUT_OF_RESOURCES,
+                        format!("cannot write to the spool: {e}"),
+                    ));
+                }
+                Err(_) => return discard((status::OUT_OF_RESOURCES, "spool sync failed".into())),
+            }
+            let meta = match parsed.map_err(unparsable).and_then(meta) {
+                Ok(m) => m,
+                Err(e) => return discard(e),
+            };
+            store
+                .commit(&tmp_path, &meta)
+                .or_else(|e| discard(store_error(e)))
+        }
+    }
 }
 
 /// What the index needs from a received data set.
@@ -576,38 +668,60 @@ struct Identifiers {
     modality: String,
 }
 
-/// Parse the whole data set: from memory when it was kept there (and is not deflated, which
-/// the file reader inflates), else from the temporary file.
-fn parse_instance(
-    mem: Option<&[u8]>,
-    transfer_syntax: &str,
-    file: &std::path::Path,
-) -> Result<Identifiers, String> {
+/// Parse a whole data set received in `transfer_syntax` (not deflated).
+fn parse_in_memory(fragments: &[Vec<u8>], transfer_syntax: &str) -> Result<Identifiers, String> {
     use dicom_encoding::TransferSyntaxIndex;
     use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-    let ts = TransferSyntaxRegistry.get(transfer_syntax);
-    let from_memory = match (mem, ts) {
-        (Some(bytes), Some(ts)) if transfer_syntax != uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => {
-            Some(
-                dicom_object::InMemDicomObject::read_dataset_with_ts(bytes, ts)
-                    .map_err(|e| e.to_string())?,
-            )
+    let ts = TransferSyntaxRegistry
+        .get(transfer_syntax)
+        .ok_or_else(|| format!("unknown transfer syntax {transfer_syntax}"))?;
+    let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(Fragments::new(fragments), ts)
+        .map_err(|e| e.to_string())?;
+    Ok(identifiers(&obj))
+}
+
+/// Fragments read as one stream, without joining them (hand-written: std chains two readers only).
+struct Fragments<'a> {
+    rest: std::slice::Iter<'a, Vec<u8>>,
+    current: &'a [u8],
+}
+
+impl<'a> Fragments<'a> {
+    fn new(fragments: &'a [Vec<u8>]) -> Self {
+        Fragments {
+            rest: fragments.iter(),
+            current: &[],
         }
-        _ => None,
-    };
-    let owned;
-    let obj: &dicom_object::InMemDicomObject = match &from_memory {
-        Some(o) => o,
-        None => {
-            owned = dicom_object::open_file(file).map_err(|e| e.to_string())?;
-            &owned
+    }
+}
+
+impl std::io::Read for Fragments<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rest.next() {
+                Some(next) => self.current = next,
+                None => return Ok(0),
+            }
         }
-    };
+        let n = out.len().min(self.current.len());
+        out[..n].copy_from_slice(&self.current[..n]);
+        self.current = &self.current[n..];
+        Ok(n)
+    }
+}
+
+/// Parse a whole Part 10 file (inflating a deflated one).
+fn parse_file(file: &std::path::Path) -> Result<Identifiers, String> {
+    let obj = dicom_object::open_file(file).map_err(|e| e.to_string())?;
+    Ok(identifiers(&obj))
+}
+
+fn identifiers(obj: &dicom_object::InMemDicomObject) -> Identifiers {
     let text = |tag| crate::store::spool::text_of(obj, tag);
-    Ok(Identifiers {
+    Identifiers {
         study_uid: text(tags::STUDY_INSTANCE_UID),
         series_uid: text(tags::SERIES_INSTANCE_UID),
         sop_instance_uid: text(tags::SOP_INSTANCE_UID),
         modality: text(tags::MODALITY),
-    })
+    }
 }

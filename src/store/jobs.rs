@@ -155,6 +155,8 @@ impl Store {
                     "SELECT j.id, j.study_uid, j.attempts FROM jobs j
                      JOIN studies s ON s.study_uid = j.study_uid
                      WHERE j.state = 'stable' AND s.last_received_ms <= ?1
+                       AND NOT EXISTS (SELECT 1 FROM instances i
+                                       WHERE i.study_uid = j.study_uid AND i.materialised = 0)
                      ORDER BY j.id LIMIT 1",
                     params![now - stable_after_ms],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),

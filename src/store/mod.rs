@@ -9,16 +9,18 @@
 //! the next start resumes from. Behind `Store` so that a distributed index is a swap (DESIGN.md).
 
 pub mod jobs;
+pub mod journal;
 pub mod outbox;
 pub mod spool;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use rusqlite::Connection;
 use thiserror::Error;
 
 pub use jobs::{Job, JobState, StudyJobInput};
+pub use journal::{Journal, JournalConfig, RecordWriter};
 pub use outbox::{Delivery, DeliveryState, Destination as OutboxDestination};
 pub use spool::{Committed, InstanceMeta};
 
@@ -37,6 +39,8 @@ pub enum StoreError {
     Poisoned,
     #[error("{0}")]
     NotFound(String),
+    #[error("the data directory {0} is in use by another pulmo process")]
+    InUse(PathBuf),
 }
 
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -64,6 +68,29 @@ pub struct Counts {
 pub struct Store {
     root: PathBuf,
     db: Mutex<Connection>,
+    /// Set by `start_journal` (`pulmo serve`).
+    journal: OnceLock<Arc<Journal>>,
+    /// The data directory's lock, held by the process that owns it (`open`): recovery and the
+    /// journal must never run twice on the same data.
+    _lock: Option<std::fs::File>,
+}
+
+/// Take the data directory's exclusive lock (released by the kernel when the process ends,
+/// `kill -9` included).
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::os::fd::AsRawFd;
+    let path = data_dir.join("pulmo.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    // SAFETY: a valid open file descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(StoreError::InUse(data_dir.to_path_buf()));
+    }
+    Ok(f)
 }
 
 /// `synchronous = NORMAL` in WAL mode: a commit survives the process being killed (the WAL is in
@@ -94,7 +121,9 @@ CREATE TABLE IF NOT EXISTS instances (
     calling_ae TEXT NOT NULL,
     path TEXT NOT NULL,
     bytes INTEGER NOT NULL,
-    received_ms INTEGER NOT NULL
+    received_ms INTEGER NOT NULL,
+    -- 0 while the instance is durable only in the journal: its spool file is being written.
+    materialised INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS instances_by_study ON instances(study_uid, id);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -127,8 +156,27 @@ CREATE TABLE IF NOT EXISTS deliveries (
     UNIQUE (job_id, destination, sop_instance_uid)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_attempt_ms);
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 ";
+
+/// Create the schema, and bring an index made by an older pulmo up to it.
+fn migrate(db: &Connection) -> Result<(), StoreError> {
+    let has_instances: bool = db
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'instances'")?
+        .exists([])?;
+    if has_instances {
+        let flagged = db
+            .prepare("SELECT 1 FROM pragma_table_info('instances') WHERE name = 'materialised'")?
+            .exists([])?;
+        if !flagged {
+            db.execute_batch(
+                "ALTER TABLE instances ADD COLUMN materialised INTEGER NOT NULL DEFAULT 1",
+            )?;
+        }
+    }
+    db.execute_batch(SCHEMA)?;
+    Ok(())
+}
 
 /// Written at a clean stop, removed at start: its absence at start means the last run ended
 /// abruptly, and the spool is reconciled with the index.
@@ -145,15 +193,25 @@ impl Store {
         ] {
             std::fs::create_dir_all(&d).map_err(io(&d))?;
         }
+        let lock = lock_data_dir(data_dir)?;
         let db = Connection::open(data_dir.join("pulmo.sqlite"))?;
-        db.execute_batch(SCHEMA)?;
+        migrate(&db)?;
         let store = Store {
             root: data_dir.to_path_buf(),
             db: Mutex::new(db),
+            journal: OnceLock::new(),
+            _lock: Some(lock),
         };
         let mark = data_dir.join(CLEAN_MARK);
         let clean = mark.exists();
         spool::remove_partial_files(&store.root.join("tmp"));
+        let replayed = journal::recover(&store)?;
+        if replayed > 0 {
+            tracing::info!(
+                instances = replayed,
+                "received instances written from the journal to the spool"
+            );
+        }
         if !clean {
             let n = store.reconcile()?;
             if n > 0 {
@@ -178,15 +236,21 @@ impl Store {
             )));
         }
         let db = Connection::open(path)?;
-        db.execute_batch(SCHEMA)?;
+        migrate(&db)?;
         Ok(Store {
             root: data_dir.to_path_buf(),
             db: Mutex::new(db),
+            journal: OnceLock::new(),
+            _lock: None,
         })
     }
 
-    /// Record a clean stop: the next start need not reconcile the spool.
+    /// Record a clean stop: the next start need not reconcile the spool. The journal is
+    /// written out first.
     pub fn mark_clean_shutdown(&self) -> Result<(), StoreError> {
+        if let Some(j) = self.journal.get() {
+            j.shutdown();
+        }
         let db = self.conn()?;
         db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
         let mark = self.root.join(CLEAN_MARK);

@@ -39,7 +39,7 @@ pub(super) fn remove_partial_files(tmp: &Path) {
     }
 }
 
-fn check_uids(m: &InstanceMeta) -> Result<(), StoreError> {
+pub(super) fn check_uids(m: &InstanceMeta) -> Result<(), StoreError> {
     for (what, v) in [
         ("StudyInstanceUID", &m.study_uid),
         ("SeriesInstanceUID", &m.series_uid),
@@ -75,23 +75,11 @@ impl Store {
     /// UID already stored is not stored twice.
     pub fn commit(&self, tmp: &Path, m: &InstanceMeta) -> Result<Committed, StoreError> {
         check_uids(m)?;
-        let mut db = self.conn()?;
-        let existing: Option<String> = db
-            .query_row(
-                "SELECT path FROM instances WHERE sop_instance_uid = ?1",
-                params![m.sop_instance_uid],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(p) = existing {
+        if let Some(p) = self.duplicate_of(m)? {
             std::fs::remove_file(tmp).ok();
-            // A study being sent again is still receiving: it is not stable before that ends.
-            db.execute(
-                "UPDATE studies SET last_received_ms = ?2 WHERE study_uid = ?1",
-                params![m.study_uid, now_ms()],
-            )?;
-            return Ok(Committed::Duplicate(PathBuf::from(p)));
+            return Ok(Committed::Duplicate(p));
         }
+        let mut db = self.conn()?;
         let study_dir = self.root.join("spool").join(&m.study_uid);
         let dir = study_dir.join(&m.series_uid);
         if !dir.is_dir() {
@@ -108,6 +96,26 @@ impl Store {
         index(&tx, m, &path, bytes)?;
         tx.commit()?;
         Ok(Committed::Stored(path))
+    }
+
+    /// Where an instance with `m`'s SOP Instance UID is already stored, if it is. A study being
+    /// sent again is still receiving: it is not stable before that ends.
+    pub(super) fn duplicate_of(&self, m: &InstanceMeta) -> Result<Option<PathBuf>, StoreError> {
+        let db = self.conn()?;
+        let existing: Option<String> = db
+            .query_row(
+                "SELECT path FROM instances WHERE sop_instance_uid = ?1",
+                params![m.sop_instance_uid],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if existing.is_some() {
+            db.execute(
+                "UPDATE studies SET last_received_ms = ?2 WHERE study_uid = ?1",
+                params![m.study_uid, now_ms()],
+            )?;
+        }
+        Ok(existing.map(PathBuf::from))
     }
 
     /// Path of a stored instance.
@@ -136,7 +144,10 @@ impl Store {
                 .into_iter()
                 .filter_map(Result::ok)
             {
-                if e.file_type().is_file() {
+                if e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "part") {
+                    // The materialiser's unfinished copy: its record is replayed from the journal.
+                    std::fs::remove_file(e.path()).ok();
+                } else if e.file_type().is_file() {
                     let p = e.path().display().to_string();
                     if !known.exists(params![p])? {
                         missing.push(e.into_path());
@@ -165,7 +176,7 @@ impl Store {
 }
 
 /// Insert one instance (and its study and series) into the index.
-fn index(
+pub(super) fn index(
     tx: &rusqlite::Transaction<'_>,
     m: &InstanceMeta,
     path: &Path,

@@ -1,0 +1,1178 @@
+//! The journal: received instances made durable in preallocated segment files before Success,
+//! then written to their spool files in the background.
+//!
+//! Why: making a *new* file durable costs an ext4 journal commit (its block allocation), about
+//! 1 ms on this class of disk, paid once per instance because a sender waits for each response
+//! (BENCHMARKS.md, "Receiving"). Overwriting blocks that are already allocated and written needs
+//! only the data and a cache flush. So a C-STORE appends one record to a segment that was filled
+//! with zeros when it was created, `fdatasync`s it and is answered; the materialiser thread copies
+//! records to `spool/<study>/<series>/<sop>.dcm` in batches, makes the batch durable with one
+//! `syncfs`, and only then lets the segment be reused. A study's job waits until every instance
+//! of it is in its spool file (`instances.materialised`).
+//!
+//! The format is pulmo's own (no crate does this). Every segment and record starts on a 4 KiB
+//! boundary (`SLOT`):
+//! - segment header, slot 0: "PULMOSEG", version u32, generation u64, CRC-32 of those bytes;
+//! - record: a header slot — "PULMOREC", version u32, generation u64, payload length u64,
+//!   payload CRC-32 u32, metadata length u32, the metadata (JSON of `InstanceMeta`), CRC-32 of
+//!   all of that — then the payload (the Part 10 file as it is stored), the next record at the
+//!   next boundary. All integers little endian.
+//!
+//! A record is valid when its magic, its generation (the segment's current one) and both CRCs
+//! hold; a segment is read from its start up to the first record that is not. The header is
+//! written after the payload and both are flushed by the one `fdatasync` before Success, so a
+//! record that was acknowledged is valid after any crash, and one that was not is at worst valid
+//! too (it is then stored, and the sender's retry is a duplicate). Reusing a segment gives it a
+//! new generation, which invalidates all its old records with one write.
+//!
+//! Recovery, at every start before anything reads the spool (`recover`): every valid record is
+//! written to its spool file again and indexed if the index lacks it, the spool is made durable,
+//! then every segment starts a new generation.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::spool::{self, Committed, InstanceMeta};
+use super::{Store, StoreError, io};
+
+pub(super) const DIR: &str = "journal";
+const SLOT: u64 = 4096;
+const SEGMENT_MAGIC: &[u8; 8] = b"PULMOSEG";
+const RECORD_MAGIC: &[u8; 8] = b"PULMOREC";
+const VERSION: u32 = 1;
+/// Fixed part of a record header before the metadata: magic, version, generation, length,
+/// payload CRC, metadata length.
+const RECORD_FIXED: usize = 8 + 4 + 8 + 8 + 4 + 4;
+/// A segment with less room than this takes no new record.
+const MIN_ROOM: u64 = 1 << 20;
+/// Records are written out to the spool once none has arrived for this long: writing them while
+/// a study arrives would compete with receiving it for the disk and the CPU (on 2 cores it made
+/// receiving 1.5 times slower)...
+const IDLE: Duration = Duration::from_millis(300);
+/// ...or at once when less than this share of the journal is left.
+const PRESSURE: f64 = 0.25;
+/// Payload is written to the segment as it arrives, small fragments gathered up to this size...
+const GATHER: usize = 16 << 10;
+/// ...and its writeback to the disk started every this many bytes, so that the `fdatasync`
+/// before Success finds most of it on the disk already.
+const WRITEBACK_CHUNK: u64 = 256 << 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalConfig {
+    /// Most segment files; 0 turns the journal off.
+    pub max_segments: usize,
+    pub segment_bytes: u64,
+}
+
+struct Segment {
+    path: PathBuf,
+    file: Arc<File>,
+    generation: u64,
+    /// Where the next record goes.
+    append_at: u64,
+    /// The file's size.
+    end: u64,
+    /// Records not yet durable in their spool files: the segment cannot be reused before 0.
+    live: usize,
+    leased: bool,
+}
+
+struct Pool {
+    segments: Vec<Segment>,
+    next_generation: u64,
+    growing: bool,
+}
+
+enum Msg {
+    Record(Pending),
+    Grow,
+    /// Write out everything waiting, then answer.
+    Drain(mpsc::Sender<()>),
+}
+
+/// A sealed record waiting for its spool file.
+struct Pending {
+    segment: usize,
+    payload_at: u64,
+    len: u64,
+    path: PathBuf,
+    sop_instance_uid: String,
+}
+
+pub struct Journal {
+    root: PathBuf,
+    config: JournalConfig,
+    pool: Mutex<Pool>,
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Tests only: records stay in the journal, as if the process had died before writing them.
+    paused: AtomicBool,
+}
+
+/// A record being written by one C-STORE. It holds its segment until it is sealed or dropped;
+/// dropped unsealed, it leaves the segment as it was.
+pub struct RecordWriter {
+    journal: Arc<Journal>,
+    segment: usize,
+    file: Arc<File>,
+    generation: u64,
+    start: u64,
+    end: u64,
+    len: u64,
+    written: u64,
+    writeback_from: u64,
+    buf: Vec<u8>,
+    crc: crc32fast::Hasher,
+    released: bool,
+}
+
+/// A record that is durable in the journal.
+pub struct Sealed {
+    segment: usize,
+    file: Arc<File>,
+    start: u64,
+    pub len: u64,
+}
+
+fn segment_path(root: &Path, i: usize) -> PathBuf {
+    root.join(DIR).join(format!("segment-{i:03}.wal"))
+}
+
+fn align(n: u64) -> u64 {
+    n.div_ceil(SLOT) * SLOT
+}
+
+fn segment_header(generation: u64) -> Vec<u8> {
+    let mut h = Vec::with_capacity(24);
+    h.extend_from_slice(SEGMENT_MAGIC);
+    h.extend_from_slice(&VERSION.to_le_bytes());
+    h.extend_from_slice(&generation.to_le_bytes());
+    let crc = crc32fast::hash(&h);
+    h.extend_from_slice(&crc.to_le_bytes());
+    h
+}
+
+fn parse_segment_header(b: &[u8]) -> Option<u64> {
+    if b.len() < 24 || &b[..8] != SEGMENT_MAGIC || b[8..12] != VERSION.to_le_bytes() {
+        return None;
+    }
+    let crc = u32::from_le_bytes(b[20..24].try_into().ok()?);
+    let generation = u64::from_le_bytes(b[12..20].try_into().ok()?);
+    (crc32fast::hash(&b[..20]) == crc).then_some(generation)
+}
+
+fn record_header(generation: u64, len: u64, payload_crc: u32, meta: &[u8]) -> Vec<u8> {
+    let mut h = Vec::with_capacity(RECORD_FIXED + meta.len() + 4);
+    h.extend_from_slice(RECORD_MAGIC);
+    h.extend_from_slice(&VERSION.to_le_bytes());
+    h.extend_from_slice(&generation.to_le_bytes());
+    h.extend_from_slice(&len.to_le_bytes());
+    h.extend_from_slice(&payload_crc.to_le_bytes());
+    h.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    h.extend_from_slice(meta);
+    let crc = crc32fast::hash(&h);
+    h.extend_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// A record header slot: (payload length, payload CRC, metadata) when it is a valid header of
+/// `generation`.
+fn parse_record_header(b: &[u8], generation: u64) -> Option<(u64, u32, InstanceMeta)> {
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .and_then(|s| s.try_into().ok())
+            .map(u32::from_le_bytes)
+    };
+    let u64_at = |o: usize| {
+        b.get(o..o + 8)
+            .and_then(|s| s.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    if b.get(..8)? != RECORD_MAGIC || u32_at(8)? != VERSION || u64_at(12)? != generation {
+        return None;
+    }
+    let len = u64_at(20)?;
+    let payload_crc = u32_at(28)?;
+    let meta_len = u32_at(32)? as usize;
+    let end = RECORD_FIXED.checked_add(meta_len)?;
+    if crc32fast::hash(b.get(..end)?) != u32_at(end)? {
+        return None;
+    }
+    let meta: StoredMeta = serde_json::from_slice(&b[RECORD_FIXED..end]).ok()?;
+    Some((len, payload_crc, meta.into()))
+}
+
+/// `InstanceMeta` as a record holds it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredMeta {
+    study: String,
+    series: String,
+    sop: String,
+    class: String,
+    ts: String,
+    modality: String,
+    calling: String,
+}
+
+impl From<&InstanceMeta> for StoredMeta {
+    fn from(m: &InstanceMeta) -> Self {
+        StoredMeta {
+            study: m.study_uid.clone(),
+            series: m.series_uid.clone(),
+            sop: m.sop_instance_uid.clone(),
+            class: m.sop_class_uid.clone(),
+            ts: m.transfer_syntax_uid.clone(),
+            modality: m.modality.clone(),
+            calling: m.calling_ae.clone(),
+        }
+    }
+}
+
+impl From<StoredMeta> for InstanceMeta {
+    fn from(m: StoredMeta) -> Self {
+        InstanceMeta {
+            study_uid: m.study,
+            series_uid: m.series,
+            sop_instance_uid: m.sop,
+            sop_class_uid: m.class,
+            transfer_syntax_uid: m.ts,
+            modality: m.modality,
+            calling_ae: m.calling,
+        }
+    }
+}
+
+/// Write `generation`'s header at the start of a segment and make it durable.
+fn start_generation(file: &File, generation: u64) -> std::io::Result<()> {
+    file.write_all_at(&segment_header(generation), 0)?;
+    file.sync_data()
+}
+
+/// Make everything written on the store's file system durable (one journal commit for a whole
+/// batch of new files, their folders and the index's WAL).
+fn sync_file_system(root: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = File::open(root)?;
+    // SAFETY: a valid open file descriptor.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Copy `len` bytes at `offset` of `src` to a new file at `path` (in the kernel where it can),
+/// which appears complete or not at all (a reader never sees part of it).
+fn copy_out(src: &File, offset: u64, len: u64, path: &Path) -> std::io::Result<()> {
+    let part = path.with_extension("dcm.part");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let copied = copy_range(src, offset, len, &File::create(&part)?);
+    match copied.and_then(|()| std::fs::rename(&part, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            std::fs::remove_file(&part).ok();
+            Err(e)
+        }
+    }
+}
+
+fn copy_range(src: &File, offset: u64, len: u64, dst: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut off_in = offset as libc::loff_t;
+    let mut left = len;
+    while left > 0 {
+        // SAFETY: valid descriptors; the kernel advances `off_in`, the destination's own offset.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dst.as_raw_fd(),
+                std::ptr::null_mut(),
+                left as usize,
+                0,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        left -= n as u64;
+    }
+    if left > 0 {
+        // No copy_file_range here (or it stopped early): read and write what is left.
+        let mut buf = vec![0u8; left.min(1 << 20) as usize];
+        let mut at = offset + (len - left);
+        let mut w = std::io::BufWriter::new(dst);
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            src.read_exact_at(&mut buf[..n], at)?;
+            w.write_all(&buf[..n])?;
+            at += n as u64;
+            left -= n as u64;
+        }
+        w.flush()?;
+    }
+    Ok(())
+}
+
+/// Create a segment file of `bytes`, every block written (zeros), so that records later only
+/// overwrite allocated blocks; its first generation's header on top.
+fn create_segment(path: &Path, bytes: u64, generation: u64) -> std::io::Result<File> {
+    let part = path.with_extension("part");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&part)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < bytes {
+        let n = (bytes - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    file.write_all_at(&segment_header(generation), 0)?;
+    file.sync_all()?;
+    std::fs::rename(&part, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(file)
+}
+
+fn open_segments(root: &Path) -> std::io::Result<Vec<(PathBuf, File)>> {
+    let dir = root.join(DIR);
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let f = OpenOptions::new().read(true).write(true).open(&p)?;
+            Ok((p, f))
+        })
+        .collect()
+}
+
+/// A valid record found by `scan`.
+struct Found {
+    payload_at: u64,
+    len: u64,
+    meta: InstanceMeta,
+}
+
+/// The valid records of one segment, in order.
+fn scan(file: &File) -> std::io::Result<(Option<u64>, Vec<Found>)> {
+    let size = file.metadata()?.len();
+    let mut slot = vec![0u8; SLOT as usize];
+    if size < SLOT {
+        return Ok((None, Vec::new()));
+    }
+    file.read_exact_at(&mut slot, 0)?;
+    let Some(generation) = parse_segment_header(&slot) else {
+        return Ok((None, Vec::new()));
+    };
+    let mut found = Vec::new();
+    let mut at = SLOT;
+    let mut payload = Vec::new();
+    while at + SLOT <= size {
+        file.read_exact_at(&mut slot, at)?;
+        let Some((len, crc, meta)) = parse_record_header(&slot, generation) else {
+            break;
+        };
+        let payload_at = at + SLOT;
+        if payload_at + len > size {
+            break;
+        }
+        payload.resize(len as usize, 0);
+        file.read_exact_at(&mut payload, payload_at)?;
+        if crc32fast::hash(&payload) != crc {
+            break;
+        }
+        found.push(Found {
+            payload_at,
+            len,
+            meta,
+        });
+        at = payload_at + align(len);
+    }
+    Ok((Some(generation), found))
+}
+
+/// After an unclean stop (or any stop): write every record still in the journal to its spool
+/// file, index the ones the index lacks, make it durable, and start every segment afresh.
+/// Returns how many records were replayed.
+pub(super) fn recover(store: &Store) -> Result<usize, StoreError> {
+    let root = store.root.clone();
+    let segments = open_segments(&root).map_err(io(&root.join(DIR)))?;
+    if segments.is_empty() {
+        return Ok(0);
+    }
+    let mut replayed = 0;
+    let mut max_generation = 0;
+    for (path, file) in &segments {
+        let (generation, found) = scan(file).map_err(io(path))?;
+        max_generation = max_generation.max(generation.unwrap_or(0));
+        for r in found {
+            let target = store.spool_path(&r.meta)?;
+            copy_out(file, r.payload_at, r.len, &target).map_err(io(&target))?;
+            let mut db = store.conn()?;
+            let tx = db.transaction()?;
+            let known: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM instances WHERE sop_instance_uid = ?1",
+                    params![r.meta.sop_instance_uid],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if known.is_none() {
+                spool::index(&tx, &r.meta, &target, r.len)?;
+            }
+            tx.execute(
+                "UPDATE instances SET materialised = 1, path = ?2 WHERE sop_instance_uid = ?1",
+                params![r.meta.sop_instance_uid, target.display().to_string()],
+            )?;
+            tx.commit()?;
+            replayed += 1;
+        }
+    }
+    sync_file_system(&root).map_err(io(&root))?;
+    // A row still waiting for a spool file has no record any more: its segment was reused, which
+    // happens only after its file was made durable, so only the index's flag was lost.
+    let db = store.conn()?;
+    let waiting: Vec<(String, String)> = {
+        let mut q =
+            db.prepare("SELECT sop_instance_uid, path FROM instances WHERE materialised = 0")?;
+        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    for (sop, path) in waiting {
+        if Path::new(&path).is_file() {
+            db.execute(
+                "UPDATE instances SET materialised = 1 WHERE sop_instance_uid = ?1",
+                params![sop],
+            )?;
+        } else {
+            // Cannot happen by the order above; say so loudly rather than block the study forever.
+            tracing::error!(sop_instance_uid = %sop, "instance neither in the journal nor in the spool; dropped from the index");
+            db.execute(
+                "DELETE FROM instances WHERE sop_instance_uid = ?1",
+                params![sop],
+            )?;
+        }
+    }
+    drop(db);
+    for (i, (path, file)) in segments.iter().enumerate() {
+        start_generation(file, max_generation + 1 + i as u64).map_err(io(path))?;
+    }
+    Ok(replayed)
+}
+
+impl Journal {
+    /// Open the segments under `root` (recovered by `Store::open`) and start the materialiser.
+    pub fn start(root: &Path, config: JournalConfig) -> Result<Arc<Journal>, StoreError> {
+        let dir = root.join(DIR);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let mut segments = Vec::new();
+        let mut next_generation = 1;
+        for (path, file) in open_segments(root).map_err(io(&dir))? {
+            let mut head = [0u8; 24];
+            file.read_exact_at(&mut head, 0).map_err(io(&path))?;
+            let end = file.metadata().map_err(io(&path))?.len();
+            let Some(generation) = parse_segment_header(&head) else {
+                tracing::warn!(path = %path.display(), "journal segment without a valid header; not used");
+                continue;
+            };
+            next_generation = next_generation.max(generation + 1);
+            segments.push(Segment {
+                path,
+                file: Arc::new(file),
+                generation,
+                append_at: SLOT,
+                end,
+                live: 0,
+                leased: false,
+            });
+        }
+        let db = Connection::open(root.join("pulmo.sqlite"))?;
+        db.busy_timeout(Duration::from_secs(30))?;
+        let (tx, rx) = mpsc::channel();
+        let journal = Arc::new(Journal {
+            root: root.to_path_buf(),
+            config,
+            pool: Mutex::new(Pool {
+                segments,
+                next_generation,
+                growing: false,
+            }),
+            tx: Mutex::new(Some(tx)),
+            worker: Mutex::new(None),
+            paused: AtomicBool::new(false),
+        });
+        let j = journal.clone();
+        let worker = std::thread::Builder::new()
+            .name("materialiser".into())
+            .spawn(move || j.materialise_loop(&rx, &db))
+            .map_err(io(&dir))?;
+        if let Ok(mut w) = journal.worker.lock() {
+            *w = Some(worker);
+        }
+        let have = journal.pool.lock().map(|p| p.segments.len()).unwrap_or(0);
+        // All of them, in the background, so that the first study finds them ready: the journal's
+        // disk use is fixed and known (journal_segments x journal_segment_mib).
+        for _ in have..config.max_segments {
+            journal.send(Msg::Grow);
+        }
+        Ok(journal)
+    }
+
+    fn send(&self, msg: Msg) -> bool {
+        self.tx
+            .lock()
+            .ok()
+            .and_then(|t| t.as_ref().map(|t| t.send(msg).is_ok()))
+            .unwrap_or(false)
+    }
+
+    /// A segment for one new record, or `None` when none has room now (the caller then makes
+    /// its own file durable; a new segment is being made when the limit allows).
+    pub fn begin(self: &Arc<Self>) -> Option<RecordWriter> {
+        let mut pool = self.pool.lock().ok()?;
+        let free = pool
+            .segments
+            .iter()
+            .position(|s| !s.leased && s.end.saturating_sub(s.append_at) >= MIN_ROOM);
+        let Some(i) = free else {
+            if !pool.growing && pool.segments.len() < self.config.max_segments {
+                pool.growing = true;
+                self.send(Msg::Grow);
+            }
+            return None;
+        };
+        let s = &mut pool.segments[i];
+        s.leased = true;
+        Some(RecordWriter {
+            journal: self.clone(),
+            segment: i,
+            file: s.file.clone(),
+            generation: s.generation,
+            start: s.append_at,
+            end: s.end,
+            len: 0,
+            written: 0,
+            writeback_from: 0,
+            buf: Vec::with_capacity(GATHER),
+            crc: crc32fast::Hasher::new(),
+            released: false,
+        })
+    }
+
+    fn release(&self, segment: usize, sealed_end: Option<u64>) {
+        if let Ok(mut pool) = self.pool.lock()
+            && let Some(s) = pool.segments.get_mut(segment)
+        {
+            s.leased = false;
+            if let Some(end) = sealed_end {
+                s.append_at = end;
+                s.live += 1;
+            }
+        }
+    }
+
+    /// The index refused a sealed record: void it (best effort; should it survive a crash, it
+    /// is replayed as a stored instance, which the sender's retry then finds as a duplicate).
+    pub fn retract(&self, sealed: &Sealed) {
+        sealed.file.write_all_at(&[0u8; 8], sealed.start).ok();
+        if let Ok(mut pool) = self.pool.lock()
+            && let Some(s) = pool.segments.get_mut(sealed.segment)
+        {
+            s.live = s.live.saturating_sub(1);
+        }
+    }
+
+    /// Hand a sealed, indexed record to the materialiser.
+    pub fn enqueue(&self, sealed: Sealed, path: PathBuf, sop_instance_uid: String) {
+        let sent = self.send(Msg::Record(Pending {
+            segment: sealed.segment,
+            payload_at: sealed.start + SLOT,
+            len: sealed.len,
+            path,
+            sop_instance_uid,
+        }));
+        if !sent {
+            // Only while stopping: the record is durable and the next start replays it.
+            tracing::warn!("journal stopping; record left for recovery");
+        }
+    }
+
+    /// Write out every record waiting and wait for it (tests, and a study that must be read now).
+    pub fn drain(&self) {
+        let (ack, done) = mpsc::channel();
+        if self.send(Msg::Drain(ack)) {
+            done.recv().ok();
+        }
+    }
+
+    /// Write out what waits and stop the materialiser (a clean stop).
+    pub fn shutdown(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        let worker = self.worker.lock().ok().and_then(|mut w| w.take());
+        if let Some(w) = worker {
+            w.join().ok();
+        }
+    }
+
+    fn materialise_loop(&self, rx: &mpsc::Receiver<Msg>, db: &Connection) {
+        let mut batch: Vec<Pending> = Vec::new();
+        let mut first_failure: Option<Instant> = None;
+        loop {
+            let msg = if batch.is_empty() {
+                rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+            } else {
+                rx.recv_timeout(IDLE)
+            };
+            match msg {
+                Ok(Msg::Record(p)) => {
+                    batch.push(p);
+                    if !self.under_pressure() {
+                        continue;
+                    }
+                }
+                Ok(Msg::Grow) => {
+                    self.grow();
+                    continue;
+                }
+                Ok(Msg::Drain(ack)) => {
+                    self.write_out(&mut batch, db);
+                    ack.send(()).ok();
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.write_out(&mut batch, db);
+                    return;
+                }
+            }
+            self.write_out(&mut batch, db);
+            if batch.is_empty() || self.paused.load(Ordering::Relaxed) {
+                first_failure = None;
+            } else {
+                // The disk is full or failing: records stay in the journal (durable) and are
+                // tried again; do not spin.
+                let since = *first_failure.get_or_insert_with(Instant::now);
+                tracing::error!(
+                    waiting = batch.len(),
+                    since_s = since.elapsed().as_secs(),
+                    "cannot write received instances to the spool; retrying"
+                );
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+
+    /// Whether so little room is left in the journal that records must be written out now.
+    fn under_pressure(&self) -> bool {
+        let Ok(pool) = self.pool.lock() else {
+            return true;
+        };
+        let (room, capacity) = pool.segments.iter().fold((0, 0), |(r, c), s| {
+            (
+                r + s.end.saturating_sub(s.append_at),
+                c + s.end.saturating_sub(SLOT),
+            )
+        });
+        (room as f64) < PRESSURE * capacity as f64
+    }
+
+    /// Copy a batch of records to their spool files, flag them in the index, make all of it
+    /// durable with one `syncfs`, then free their segments. What fails stays in `batch`.
+    fn write_out(&self, batch: &mut Vec<Pending>, db: &Connection) {
+        if batch.is_empty() || self.paused.load(Ordering::Relaxed) {
+            return;
+        }
+        let files: Vec<Arc<File>> = match self.pool.lock() {
+            Ok(pool) => pool.segments.iter().map(|s| s.file.clone()).collect(),
+            Err(_) => return,
+        };
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        for p in batch.drain(..) {
+            let copied = files
+                .get(p.segment)
+                .ok_or_else(|| std::io::Error::other("no such segment"))
+                .and_then(|f| copy_out(f, p.payload_at, p.len, &p.path));
+            match copied {
+                Ok(()) => done.push(p),
+                Err(e) => {
+                    tracing::warn!(path = %p.path.display(), error = %e, "cannot write a spool file");
+                    failed.push(p);
+                }
+            }
+        }
+        let flagged = (|| -> rusqlite::Result<()> {
+            let tx = db.unchecked_transaction()?;
+            {
+                let mut q = tx.prepare_cached(
+                    "UPDATE instances SET materialised = 1 WHERE sop_instance_uid = ?1",
+                )?;
+                for p in &done {
+                    q.execute(params![p.sop_instance_uid])?;
+                }
+            }
+            tx.commit()
+        })();
+        let synced = sync_file_system(&self.root);
+        if let Err(e) = &flagged {
+            tracing::warn!(error = %e, "cannot flag spool files in the index");
+        }
+        if flagged.is_err() || synced.is_err() {
+            if let Err(e) = &synced {
+                tracing::warn!(error = %e, "cannot make the spool durable");
+            }
+            failed.extend(done);
+            *batch = failed;
+            return;
+        }
+        *batch = failed;
+        let Ok(mut pool) = self.pool.lock() else {
+            return;
+        };
+        let next_generation = &mut pool.next_generation;
+        let mut generation = *next_generation;
+        for p in &done {
+            if let Some(s) = pool.segments.get_mut(p.segment) {
+                s.live = s.live.saturating_sub(1);
+            }
+        }
+        for s in pool.segments.iter_mut() {
+            if !s.leased && s.live == 0 && s.append_at > SLOT {
+                match start_generation(&s.file, generation) {
+                    Ok(()) => {
+                        s.generation = generation;
+                        s.append_at = SLOT;
+                        generation += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %s.path.display(), error = %e, "cannot reuse a journal segment");
+                    }
+                }
+            }
+        }
+        pool.next_generation = generation;
+    }
+
+    #[cfg(test)]
+    fn pause(&self) {
+        self.paused.store(true, Ordering::Relaxed);
+    }
+
+    fn grow(&self) {
+        let (index, generation) = match self.pool.lock() {
+            Ok(mut p) if p.segments.len() >= self.config.max_segments => {
+                p.growing = false;
+                return;
+            }
+            Ok(mut p) => {
+                let g = p.next_generation;
+                p.next_generation += 1;
+                (p.segments.len(), g)
+            }
+            Err(_) => return,
+        };
+        let path = segment_path(&self.root, index);
+        let made = create_segment(&path, self.config.segment_bytes, generation);
+        let Ok(mut pool) = self.pool.lock() else {
+            return;
+        };
+        pool.growing = false;
+        match made {
+            Ok(file) => {
+                tracing::debug!(path = %path.display(), "journal segment created");
+                pool.segments.push(Segment {
+                    path,
+                    file: Arc::new(file),
+                    generation,
+                    append_at: SLOT,
+                    end: self.config.segment_bytes,
+                    live: 0,
+                    leased: false,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot create a journal segment");
+                std::fs::remove_file(path.with_extension("part")).ok();
+            }
+        }
+    }
+}
+
+impl RecordWriter {
+    /// Whether `more` payload bytes still fit in this segment.
+    pub fn fits(&self, more: usize) -> bool {
+        self.start + SLOT + self.len + more as u64 <= self.end
+    }
+
+    /// Append payload (the caller checked `fits`). Fragments as large as a PDU go to the file
+    /// directly; small ones are gathered first.
+    pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if !self.fits(data.len()) {
+            return Err(std::io::Error::other("journal segment full"));
+        }
+        self.crc.update(data);
+        self.len += data.len() as u64;
+        if self.buf.len() + data.len() < GATHER {
+            self.buf.extend_from_slice(data);
+            return Ok(());
+        }
+        self.flush()?;
+        self.write_through(data)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let written = self.write_through(&buf);
+        self.buf = buf;
+        self.buf.clear();
+        written
+    }
+
+    fn write_through(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let payload_at = self.start + SLOT;
+        self.file.write_all_at(data, payload_at + self.written)?;
+        self.written += data.len() as u64;
+        if self.written - self.writeback_from >= WRITEBACK_CHUNK {
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::fd::AsRawFd;
+                // SAFETY: a valid descriptor and a range inside the file; this only starts I/O.
+                unsafe {
+                    libc::sync_file_range(
+                        self.file.as_raw_fd(),
+                        (payload_at + self.writeback_from) as libc::off64_t,
+                        (self.written - self.writeback_from) as libc::off64_t,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    );
+                }
+            }
+            self.writeback_from = self.written;
+        }
+        Ok(())
+    }
+
+    /// Payload bytes so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copy the payload so far into `out` and give the segment back as it was: for an instance
+    /// that outgrows the segment.
+    pub fn spill(mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        self.flush()?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < self.written {
+            let n = (self.written - at).min(buf.len() as u64) as usize;
+            self.file
+                .read_exact_at(&mut buf[..n], self.start + SLOT + at)?;
+            out.write_all(&buf[..n])?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Write the header and make the record durable.
+    pub fn seal(mut self, meta: &InstanceMeta) -> std::io::Result<Sealed> {
+        self.flush()?;
+        let json = serde_json::to_vec(&StoredMeta::from(meta)).map_err(std::io::Error::other)?;
+        let header = record_header(
+            self.generation,
+            self.len,
+            self.crc.clone().finalize(),
+            &json,
+        );
+        if header.len() as u64 > SLOT {
+            return Err(std::io::Error::other("record metadata too long"));
+        }
+        self.file.write_all_at(&header, self.start)?;
+        if let Err(e) = self.file.sync_data() {
+            self.file.write_all_at(&[0u8; 8], self.start).ok();
+            return Err(e);
+        }
+        self.released = true;
+        let end = self.start + SLOT + align(self.len);
+        self.journal.release(self.segment, Some(end));
+        Ok(Sealed {
+            segment: self.segment,
+            file: self.file.clone(),
+            start: self.start,
+            len: self.len,
+        })
+    }
+}
+
+impl Drop for RecordWriter {
+    fn drop(&mut self) {
+        if !self.released {
+            self.journal.release(self.segment, None);
+        }
+    }
+}
+
+impl Store {
+    /// Where an instance's spool file goes.
+    pub(super) fn spool_path(&self, m: &InstanceMeta) -> Result<PathBuf, StoreError> {
+        spool::check_uids(m)?;
+        Ok(self
+            .root
+            .join("spool")
+            .join(&m.study_uid)
+            .join(&m.series_uid)
+            .join(format!("{}.dcm", m.sop_instance_uid)))
+    }
+
+    /// Start the journal (`pulmo serve`); without it every instance is synced on its own.
+    pub fn start_journal(&self, config: JournalConfig) -> Result<(), StoreError> {
+        if config.max_segments == 0 || self.journal.get().is_some() {
+            return Ok(());
+        }
+        let j = Journal::start(&self.root, config)?;
+        if let Err(j) = self.journal.set(j) {
+            j.shutdown();
+        }
+        Ok(())
+    }
+
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.get()
+    }
+
+    /// Index an instance whose record is durable in the journal (`writer` holds its payload),
+    /// before Success. Its spool file is written in the background.
+    pub fn commit_journaled(
+        &self,
+        writer: RecordWriter,
+        m: &InstanceMeta,
+    ) -> Result<Committed, StoreError> {
+        let path = self.spool_path(m)?;
+        if let Some(existing) = self.duplicate_of(m)? {
+            return Ok(Committed::Duplicate(existing));
+        }
+        let journal = writer.journal.clone();
+        let jdir = self.root.join(DIR);
+        // Sealed without holding the index, so that concurrent associations sync side by side.
+        let sealed = writer.seal(m).map_err(io(&jdir))?;
+        let indexed = (|| -> Result<(), StoreError> {
+            let mut db = self.conn()?;
+            let tx = db.transaction()?;
+            spool::index(&tx, m, &path, sealed.len)?;
+            tx.execute(
+                "UPDATE instances SET materialised = 0 WHERE sop_instance_uid = ?1",
+                params![m.sop_instance_uid],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })();
+        match indexed {
+            Ok(()) => {
+                journal.enqueue(sealed, path.clone(), m.sop_instance_uid.clone());
+                Ok(Committed::Stored(path))
+            }
+            Err(e) => {
+                journal.retract(&sealed);
+                // The same instance, sent on two associations at once: the other one won.
+                match self.duplicate_of(m)? {
+                    Some(existing) => Ok(Committed::Duplicate(existing)),
+                    None => Err(e),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(sop: &str) -> InstanceMeta {
+        InstanceMeta {
+            study_uid: "1.2.3".into(),
+            series_uid: "1.2.3.4".into(),
+            sop_instance_uid: sop.into(),
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+            modality: "CT".into(),
+            calling_ae: "SCU".into(),
+        }
+    }
+
+    const SMALL: JournalConfig = JournalConfig {
+        max_segments: 2,
+        segment_bytes: 4 << 20,
+    };
+
+    fn store_with_journal(dir: &Path) -> Store {
+        let store = Store::open(dir).expect("open");
+        store.start_journal(SMALL).expect("journal");
+        store
+    }
+
+    /// The first record waits for a segment to be made; later ones get one.
+    fn writer(store: &Store) -> RecordWriter {
+        let j = store.journal().expect("journal");
+        for _ in 0..500 {
+            if let Some(w) = j.begin() {
+                return w;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no journal segment became ready");
+    }
+
+    fn payload(n: usize, seed: u8) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    #[test]
+    fn headers_round_trip_and_reject_damage() {
+        let h = segment_header(7);
+        assert_eq!(parse_segment_header(&h), Some(7));
+        let mut bad = h.clone();
+        bad[13] ^= 1;
+        assert_eq!(parse_segment_header(&bad), None);
+
+        let json = serde_json::to_vec(&StoredMeta::from(&meta("1.2.3.4.5"))).expect("json");
+        let r = record_header(9, 1234, 0xdead_beef, &json);
+        let (len, crc, m) = parse_record_header(&r, 9).expect("valid");
+        assert_eq!(
+            (len, crc, m.sop_instance_uid.as_str()),
+            (1234, 0xdead_beef, "1.2.3.4.5")
+        );
+        assert!(
+            parse_record_header(&r, 10).is_none(),
+            "an old generation is not valid"
+        );
+        for i in [0, 21, RECORD_FIXED + 3, r.len() - 1] {
+            let mut bad = r.clone();
+            bad[i] ^= 0x40;
+            assert!(parse_record_header(&bad, 9).is_none(), "byte {i} flipped");
+        }
+    }
+
+    #[test]
+    fn records_reach_their_spool_files_and_segments_are_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_with_journal(dir.path());
+        // More than the segments hold together: they must be reused along the way.
+        let mut sent = Vec::new();
+        for i in 0..40 {
+            let sop = format!("1.2.3.4.{i}");
+            let data = payload(300_000 + i * 1000, i as u8);
+            let mut w = writer(&store);
+            w.write(&data).expect("write");
+            let c = store.commit_journaled(w, &meta(&sop)).expect("commit");
+            let Committed::Stored(path) = c else {
+                panic!("not stored: {c:?}")
+            };
+            sent.push((path, data));
+            if i % 10 == 9 {
+                store.journal().expect("journal").drain();
+            }
+        }
+        store.journal().expect("journal").drain();
+        for (path, data) in &sent {
+            assert_eq!(&std::fs::read(path).expect("spool file"), data);
+        }
+        let waiting: i64 = store
+            .conn()
+            .expect("db")
+            .query_row(
+                "SELECT COUNT(*) FROM instances WHERE materialised = 0",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(waiting, 0);
+        let segments = std::fs::read_dir(dir.path().join(DIR))
+            .expect("dir")
+            .count();
+        assert!(segments <= 2, "{segments} segments for a limit of 2");
+        // A duplicate is recognised before anything is written.
+        let mut w = writer(&store);
+        w.write(b"again").expect("write");
+        assert!(matches!(
+            store
+                .commit_journaled(w, &meta("1.2.3.4.0"))
+                .expect("commit"),
+            Committed::Duplicate(_)
+        ));
+    }
+
+    #[test]
+    fn a_crash_before_materialisation_is_replayed_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = payload(200_000, 3);
+        let path = {
+            let store = store_with_journal(dir.path());
+            store.journal().expect("journal").pause();
+            let mut w = writer(&store);
+            w.write(&data).expect("write");
+            // An unsealed record (a transfer cut off) is never replayed.
+            let mut cut = writer(&store);
+            let Committed::Stored(path) = store
+                .commit_journaled(w, &meta("1.2.3.4.77"))
+                .expect("commit")
+            else {
+                panic!("not stored")
+            };
+            cut.write(&payload(5000, 9)).expect("write");
+            std::mem::forget(cut);
+            // A study is not analysed while an instance of it is only in the journal.
+            assert_eq!(store.promote_stable(0).expect("promote").len(), 1);
+            assert!(store.claim_job(0).expect("claim").is_none());
+            // As after `kill -9` before the materialiser ran: the spool file and the index's
+            // row are gone (the index lost it to a power cut), only the journal has it.
+            std::fs::remove_file(&path).ok();
+            store
+                .conn()
+                .expect("db")
+                .execute("DELETE FROM instances", [])
+                .expect("delete");
+            // Dropped without a clean stop; the paused materialiser never writes it.
+            drop(store);
+            path
+        };
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(std::fs::read(&path).expect("replayed"), data);
+        assert_eq!(store.counts().expect("counts").instances, 1);
+        assert!(store.claim_job(0).expect("claim").is_some());
+        // Recovery started every segment afresh: nothing is replayed twice.
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(store.counts().expect("counts").instances, 1);
+    }
+}
