@@ -104,10 +104,18 @@ try:
                 out = work / f"{kind}-{assocs}-{i}"
                 port = free_port()
                 p = node(kind, port, out)
+                # Both sides start from a disk with nothing left to write back from the last run
+                # (neither's transfer time includes its own writeback).
+                os.sync()
+                time.sleep(1)
                 secs = send(port, aet, [str(d) for d in dirs])
                 rss = stop(p, out)
                 res.setdefault((kind, assocs), []).append((secs, rss))
-    print(f"Study: {len(files)} files, {size_mb:.0f} MB. {runs} runs, medians.\n")
+    for assocs in (1, 4)[:int(os.environ.get("ASSOC_CASES", "2"))]:
+        pairs = zip(res[("pulmo", assocs)], res[("storescp", assocs)])
+        print(f"{assocs} association(s), each run pulmo / storescp s:",
+              ", ".join(f"{p:.2f}/{d:.2f}" for (p, _), (d, _) in pairs))
+    print(f"\nStudy: {len(files)} files, {size_mb:.0f} MB. {runs} runs, medians.\n")
     print("| associations | pulmo (durable) | storescp | storescp time / pulmo time | pulmo peak RSS |")
     print("| --- | --- | --- | --- | --- |")
     for assocs in (1, 4)[:int(os.environ.get("ASSOC_CASES", "2"))]:

@@ -441,7 +441,7 @@ pub(super) fn recover(store: &Store) -> Result<usize, StoreError> {
                 )
                 .optional()?;
             if known.is_none() {
-                spool::index(&tx, &r.meta, &target, r.len)?;
+                spool::index(&tx, &r.meta, &target, r.len, true)?;
             }
             tx.execute(
                 "UPDATE instances SET materialised = 1, path = ?2 WHERE sop_instance_uid = ?1",
@@ -987,11 +987,7 @@ impl Store {
         let indexed = (|| -> Result<(), StoreError> {
             let mut db = self.conn()?;
             let tx = db.transaction()?;
-            spool::index(&tx, m, &path, sealed.len)?;
-            tx.execute(
-                "UPDATE instances SET materialised = 0 WHERE sop_instance_uid = ?1",
-                params![m.sop_instance_uid],
-            )?;
+            spool::index(&tx, m, &path, sealed.len, false)?;
             tx.commit()?;
             Ok(())
         })();

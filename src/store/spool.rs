@@ -93,7 +93,7 @@ impl Store {
         std::fs::rename(tmp, &path).map_err(io(&path))?;
         fsync_dir(&dir)?;
         let tx = db.transaction()?;
-        index(&tx, m, &path, bytes)?;
+        index(&tx, m, &path, bytes, true)?;
         tx.commit()?;
         Ok(Committed::Stored(path))
     }
@@ -103,11 +103,8 @@ impl Store {
     pub(super) fn duplicate_of(&self, m: &InstanceMeta) -> Result<Option<PathBuf>, StoreError> {
         let db = self.conn()?;
         let existing: Option<String> = db
-            .query_row(
-                "SELECT path FROM instances WHERE sop_instance_uid = ?1",
-                params![m.sop_instance_uid],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT path FROM instances WHERE sop_instance_uid = ?1")?
+            .query_row(params![m.sop_instance_uid], |r| r.get(0))
             .optional()?;
         if existing.is_some() {
             db.execute(
@@ -162,7 +159,7 @@ impl Store {
                     let bytes = std::fs::metadata(&path).map_err(io(&path))?.len();
                     let mut db = self.conn()?;
                     let tx = db.transaction()?;
-                    index(&tx, &m, &path, bytes)?;
+                    index(&tx, &m, &path, bytes, true)?;
                     tx.commit()?;
                     n += 1;
                 }
@@ -175,39 +172,42 @@ impl Store {
     }
 }
 
-/// Insert one instance (and its study and series) into the index.
+/// Insert one instance (and its study and series) into the index; `materialised`: its spool
+/// file is written (false while it is only in the journal).
 pub(super) fn index(
     tx: &rusqlite::Transaction<'_>,
     m: &InstanceMeta,
     path: &Path,
     bytes: u64,
+    materialised: bool,
 ) -> Result<(), StoreError> {
     let now = now_ms();
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO studies (study_uid, first_received_ms, last_received_ms) VALUES (?1, ?2, ?2)
          ON CONFLICT(study_uid) DO UPDATE SET last_received_ms = ?2",
-        params![m.study_uid, now],
-    )?;
-    tx.execute(
+    )?
+    .execute(params![m.study_uid, now])?;
+    tx.prepare_cached(
         "INSERT OR IGNORE INTO series (series_uid, study_uid, modality) VALUES (?1, ?2, ?3)",
-        params![m.series_uid, m.study_uid, m.modality],
-    )?;
-    tx.execute(
+    )?
+    .execute(params![m.series_uid, m.study_uid, m.modality])?;
+    tx.prepare_cached(
         "INSERT INTO instances (sop_instance_uid, series_uid, study_uid, sop_class_uid,
-            transfer_syntax_uid, calling_ae, path, bytes, received_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            m.sop_instance_uid,
-            m.series_uid,
-            m.study_uid,
-            m.sop_class_uid,
-            m.transfer_syntax_uid,
-            m.calling_ae,
-            path.display().to_string(),
-            bytes as i64,
-            now
-        ],
-    )?;
+            transfer_syntax_uid, calling_ae, path, bytes, received_ms, materialised)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        m.sop_instance_uid,
+        m.series_uid,
+        m.study_uid,
+        m.sop_class_uid,
+        m.transfer_syntax_uid,
+        m.calling_ae,
+        path.display().to_string(),
+        bytes as i64,
+        now,
+        materialised
+    ])?;
     Ok(())
 }
 
