@@ -5,7 +5,11 @@ pulmo writes durably before Success (each instance flushed into its preallocated
 and indexed in SQLite; spool files written and synced in batches behind); storescp writes without
 fsync. Run from the repository root after `make build`:
 
-    build/venv/bin/python bench/receive.py"""
+    build/venv/bin/python bench/receive.py
+
+RUNS=N: runs (default 3). ONLY=pulmo or ONLY=storescp: one side alone (storescp is slower in the
+runs that follow pulmo nodes in the same script; alone, each side is unaffected by the other).
+ASSOC_CASES=1: the single-association case only. NODE_EXTRA: more lines for pulmo's [node] table."""
 import os
 import pathlib
 import shutil
@@ -53,7 +57,7 @@ def node(kind, port, out):
     out.mkdir(parents=True)
     if kind == "pulmo":
         cfg = out / "pulmo.toml"
-        cfg.write_text(f'[node]\nport = {port}\n[storage]\ndata_dir = "{out / "data"}"\n'
+        cfg.write_text(f'[node]\nport = {port}\n{os.environ.get("NODE_EXTRA", "")}\n[storage]\ndata_dir = "{out / "data"}"\n'
                        f'[http]\nport = {free_port()}\n')
         cmd = [pulmo, "--config", cfg, "serve"]
     else:
@@ -100,6 +104,10 @@ try:
     res = {}
     for i in range(runs):
         for kind, aet in [("pulmo", "PULMO"), ("storescp", "STORESCP")]:
+            if os.environ.get("ONLY") and os.environ["ONLY"] != kind:
+                res.setdefault((kind, 1), []).append((float("nan"), 0))
+                res.setdefault((kind, 4), []).append((float("nan"), 0))
+                continue
             for assocs, dirs in [(1, [study / "dicom"]), (4, quarters)][:int(os.environ.get("ASSOC_CASES", "2"))]:
                 out = work / f"{kind}-{assocs}-{i}"
                 port = free_port()
