@@ -88,7 +88,11 @@ struct Pool {
     segments: Vec<Segment>,
     next_generation: u64,
     growing: bool,
+    /// When making a segment last failed (a full disk): not tried again for `GROW_RETRY`.
+    grow_failed: Option<Instant>,
 }
+
+const GROW_RETRY: Duration = Duration::from_secs(60);
 
 enum Msg {
     Record(Pending),
@@ -519,6 +523,7 @@ impl Journal {
                 segments,
                 next_generation,
                 growing: false,
+                grow_failed: None,
             }),
             tx: Mutex::new(Some(tx)),
             worker: Mutex::new(None),
@@ -558,7 +563,8 @@ impl Journal {
             .iter()
             .position(|s| !s.leased && s.end.saturating_sub(s.append_at) >= MIN_ROOM);
         let Some(i) = free else {
-            if !pool.growing && pool.segments.len() < self.config.max_segments {
+            let retry = pool.grow_failed.is_none_or(|t| t.elapsed() > GROW_RETRY);
+            if !pool.growing && retry && pool.segments.len() < self.config.max_segments {
                 pool.growing = true;
                 self.send(Msg::Grow);
             }
@@ -815,6 +821,7 @@ impl Journal {
                 });
             }
             Err(e) => {
+                pool.grow_failed = Some(Instant::now());
                 tracing::warn!(path = %path.display(), error = %e, "cannot create a journal segment");
                 std::fs::remove_file(path.with_extension("part")).ok();
             }
