@@ -790,7 +790,10 @@ impl Journal {
 
     fn grow(&self) {
         let (index, generation) = match self.pool.lock() {
-            Ok(mut p) if p.segments.len() >= self.config.max_segments => {
+            Ok(mut p)
+                if p.segments.len() >= self.config.max_segments
+                    || p.grow_failed.is_some_and(|t| t.elapsed() < GROW_RETRY) =>
+            {
                 p.growing = false;
                 return;
             }
