@@ -49,6 +49,8 @@ pub struct Metrics {
     /// stored, duplicate, failed
     pub instances: Family<Outcome, Counter>,
     pub bytes_received: Counter,
+    /// How stored instances were made durable: journal, file
+    pub instances_durable: Family<Outcome, Counter>,
     /// delivered, retry, parked
     pub delivery_attempts: Family<Outcome, Counter>,
     pub stage_seconds: Histograms,
@@ -68,6 +70,7 @@ impl Metrics {
         let associations = Family::<Outcome, Counter>::default();
         let instances = Family::<Outcome, Counter>::default();
         let bytes_received = Counter::default();
+        let instances_durable = Family::<Outcome, Counter>::default();
         let delivery_attempts = Family::<Outcome, Counter>::default();
         let stage_seconds: Histograms = Family::new_with_constructor(stage_histogram);
         let jobs = Family::<StateLabel, Gauge>::default();
@@ -86,6 +89,12 @@ impl Metrics {
             "received_bytes",
             "Data set bytes received in C-STORE requests",
             bytes_received.clone(),
+        );
+        registry.register(
+            "instances_durable",
+            "Instances stored, by how they were made durable before Success (journal: a record \
+             in a preallocated journal segment; file: a file fsynced on its own)",
+            instances_durable.clone(),
         );
         registry.register(
             "delivery_attempts",
@@ -108,6 +117,7 @@ impl Metrics {
             associations,
             instances,
             bytes_received,
+            instances_durable,
             delivery_attempts,
             stage_seconds,
             jobs,

@@ -174,6 +174,73 @@ fn echo_and_store_from_dcmtk_and_pynetdicom_byte_identical() {
     assert!(expected > 0);
 }
 
+/// A node with `storage` lines of its own.
+fn start_storage(dir: &Path, storage: &str) -> Node {
+    std::fs::create_dir_all(dir).expect("node dir");
+    start_config(dir, &|port, http_port, data| {
+        format!(
+            "[node]\nport = {port}\n[storage]\ndata_dir = \"{}\"\n{storage}\n[http]\nport = {http_port}\n",
+            data.display()
+        )
+    })
+}
+
+#[test]
+fn without_a_journal_and_with_one_far_smaller_than_the_study_every_instance_is_stored() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let study = tmp.path().join("study");
+    write_phantom(
+        &study,
+        &Params::new(124, Size::Full),
+        Syntax::Explicit,
+        false,
+        false,
+    );
+    let files = sent(&study.join("dicom"));
+    // Off: each instance fsynced in its own file.
+    let off = tmp.path().join("off");
+    let node = start_storage(&off, "journal_segments = 0");
+    storescu(node.port, &study.join("dicom"), Syntax::Explicit);
+    assert_stored(&node, &files, "no journal");
+    assert!(!node.data.join("journal").exists());
+    drop(node);
+    // Two segments of 2 MiB for 160 MB: records are written out under pressure while the study
+    // arrives, segments are reused, and instances that find no room take the file path.
+    let tiny = tmp.path().join("tiny");
+    let node = start_storage(&tiny, "journal_segments = 2\njournal_segment_mib = 2");
+    storescu(node.port, &study.join("dicom"), Syntax::Explicit);
+    assert_stored(&node, &files, "tiny journal");
+    let segments = std::fs::read_dir(node.data.join("journal"))
+        .expect("journal")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "wal"))
+        .count();
+    assert_eq!(segments, 2);
+    assert_eq!(
+        node.status()["counts"]["instances"].as_u64(),
+        Some(files.len() as u64)
+    );
+    // Both ways were taken.
+    let (_, metrics) = node.http_get("/metrics");
+    let count = |how: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "pulmo_instances_durable_total{{outcome=\"{how}\"}}"
+                ))
+            })
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let (journal, file) = (count("journal"), count("file"));
+    assert!(
+        journal > 0 && file > 0,
+        "journal {journal}, file {file}:\n{metrics}"
+    );
+    assert_eq!(journal + file, files.len() as u64);
+}
+
 #[test]
 fn wrong_called_and_unknown_calling_ae_titles_are_rejected() {
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -400,6 +400,11 @@ async fn association(
                             if v.is_last {
                                 let Some(p) = pending.take() else { continue };
                                 let (pc, cmd) = (p.pc_id, p.cmd.clone());
+                                let durable = if matches!(p.sink, Sink::Journal(_)) {
+                                    "journal"
+                                } else {
+                                    "file"
+                                };
                                 let store = store.clone();
                                 let calling = calling.clone();
                                 let outcome = tokio::task::spawn_blocking(move || {
@@ -415,6 +420,7 @@ async fn association(
                                 let rsp = match outcome {
                                     Ok(Committed::Stored(_)) => {
                                         Metrics::count(&stats.instances, "stored");
+                                        Metrics::count(&stats.instances_durable, durable);
                                         cmd.response(dimse::C_STORE_RSP, status::SUCCESS)
                                     }
                                     Ok(Committed::Duplicate(_)) => {

@@ -697,11 +697,11 @@ impl Journal {
         let Ok(pool) = self.pool.lock() else {
             return true;
         };
+        // A segment with less than `MIN_ROOM` left takes no record: its room does not count.
         let (room, capacity) = pool.segments.iter().fold((0, 0), |(r, c), s| {
-            (
-                r + s.end.saturating_sub(s.append_at),
-                c + s.end.saturating_sub(SLOT),
-            )
+            let left = s.end.saturating_sub(s.append_at);
+            let usable = if left >= MIN_ROOM { left } else { 0 };
+            (r + usable, c + s.end.saturating_sub(SLOT))
         });
         (room as f64) < PRESSURE * capacity as f64
     }
@@ -1136,6 +1136,28 @@ mod tests {
                 .expect("commit"),
             Committed::Duplicate(_)
         ));
+    }
+
+    #[test]
+    fn a_record_spilled_to_a_file_leaves_its_segment_as_it_was() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_with_journal(dir.path());
+        let data = payload(100_000, 5);
+        let mut w = writer(&store);
+        let (segment, start) = (w.segment, w.start);
+        w.write(&data[..40_000]).expect("write");
+        w.write(&data[40_000..]).expect("write");
+        // Far more than a segment holds does not fit.
+        assert!(!w.fits(SMALL.segment_bytes as usize));
+        let mut out = Vec::new();
+        w.spill(&mut out).expect("spill");
+        assert_eq!(out, data);
+        let w = writer(&store);
+        assert_eq!(
+            (w.segment, w.start),
+            (segment, start),
+            "the segment moved on"
+        );
     }
 
     #[test]
