@@ -1021,18 +1021,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn meta(sop: &str) -> InstanceMeta {
-        InstanceMeta {
-            study_uid: "1.2.3".into(),
-            series_uid: "1.2.3.4".into(),
-            sop_instance_uid: sop.into(),
-            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
-            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
-            modality: "CT".into(),
-            calling_ae: "SCU".into(),
-        }
-    }
+    use crate::store::spool::tests::meta;
 
     const SMALL: JournalConfig = JournalConfig {
         max_segments: 2,

@@ -246,7 +246,7 @@ fn read_meta(path: &Path) -> Result<InstanceMeta, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::Counts;
     use std::io::Write;
