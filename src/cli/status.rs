@@ -54,6 +54,12 @@ pub fn run(json: bool, config: &Config) -> anyhow::Result<ExitCode> {
         c.instances,
         config.storage.data_dir.display()
     );
+    if c.in_journal > 0 {
+        println!(
+            "{} instances durable in the journal, their spool files still to be written",
+            c.in_journal
+        );
+    }
     println!(
         "\nSTUDIES\n{:<64} {:>9} {:<11} {:>5}  last received",
         "study", "instances", "state", "job"

@@ -1168,6 +1168,7 @@ mod tests {
             };
             cut.write(&payload(5000, 9)).expect("write");
             std::mem::forget(cut);
+            assert_eq!(store.counts().expect("counts").in_journal, 1);
             // A study is not analysed while an instance of it is only in the journal.
             assert_eq!(store.promote_stable(0).expect("promote").len(), 1);
             assert!(store.claim_job(0).expect("claim").is_none());
@@ -1186,6 +1187,7 @@ mod tests {
         let store = Store::open(dir.path()).expect("reopen");
         assert_eq!(std::fs::read(&path).expect("replayed"), data);
         assert_eq!(store.counts().expect("counts").instances, 1);
+        assert_eq!(store.counts().expect("counts").in_journal, 0);
         assert!(store.claim_job(0).expect("claim").is_some());
         // Recovery started every segment afresh: nothing is replayed twice.
         drop(store);

@@ -63,6 +63,8 @@ pub struct Counts {
     pub studies: u64,
     pub series: u64,
     pub instances: u64,
+    /// Instances durable in the journal whose spool files are still to be written.
+    pub in_journal: u64,
 }
 
 pub struct Store {
@@ -308,6 +310,7 @@ impl Store {
             studies: n("SELECT COUNT(*) FROM studies")?,
             series: n("SELECT COUNT(*) FROM series")?,
             instances: n("SELECT COUNT(*) FROM instances")?,
+            in_journal: n("SELECT COUNT(*) FROM instances WHERE materialised = 0")?,
         })
     }
 }

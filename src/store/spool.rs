@@ -282,7 +282,8 @@ pub(crate) mod tests {
             Counts {
                 studies: 1,
                 series: 1,
-                instances: 1
+                instances: 1,
+                in_journal: 0,
             }
         );
         // The index survives reopening.
