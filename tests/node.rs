@@ -76,6 +76,18 @@ fn inflate(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A full-size phantom study in explicit VR little endian under `dir`: the data sets it holds.
+fn full_study(dir: &Path, seed: u64) -> BTreeMap<String, Vec<u8>> {
+    write_phantom(
+        dir,
+        &Params::new(seed, Size::Full),
+        Syntax::Explicit,
+        false,
+        false,
+    );
+    sent(&dir.join("dicom"))
+}
+
 /// Every sent instance is in the spool, data set byte-identical.
 fn assert_stored(node: &Node, sent: &BTreeMap<String, Vec<u8>>, what: &str) {
     // Acknowledged instances are durable in the journal; their spool files are written once the
@@ -141,14 +153,7 @@ fn echo_and_store_from_dcmtk_and_pynetdicom_byte_identical() {
     }
     // A full-size study.
     let full = tmp.path().join("full");
-    write_phantom(
-        &full,
-        &Params::new(122, Size::Full),
-        Syntax::Explicit,
-        false,
-        false,
-    );
-    let files = sent(&full.join("dicom"));
+    let files = full_study(&full, 122);
     storescu(node.port, &full.join("dicom"), Syntax::Explicit);
     assert_stored(&node, &files, "full");
 
@@ -189,14 +194,7 @@ fn start_storage(dir: &Path, storage: &str) -> Node {
 fn without_a_journal_and_with_one_far_smaller_than_the_study_every_instance_is_stored() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let study = tmp.path().join("study");
-    write_phantom(
-        &study,
-        &Params::new(124, Size::Full),
-        Syntax::Explicit,
-        false,
-        false,
-    );
-    let files = sent(&study.join("dicom"));
+    let files = full_study(&study, 124);
     // Off: each instance fsynced in its own file.
     let off = tmp.path().join("off");
     let node = start_storage(&off, "journal_segments = 0");
@@ -477,14 +475,7 @@ fn acknowledged(log: &str) -> Vec<PathBuf> {
 fn kill_9_during_a_300_instance_transfer_loses_nothing_acknowledged() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let study = tmp.path().join("study");
-    write_phantom(
-        &study,
-        &Params::new(161, Size::Full),
-        Syntax::Explicit,
-        false,
-        false,
-    );
-    let files = sent(&study.join("dicom"));
+    let files = full_study(&study, 161);
     assert!(files.len() >= 300, "{} instances", files.len());
     // Stable timeouts far longer than a restart takes (even on a loaded machine), so that the
     // partial study is not analysed before the sender's retry.

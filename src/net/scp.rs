@@ -188,14 +188,7 @@ fn start_writeback(
         return Ok(());
     }
     f.flush()?;
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a valid open file descriptor; offset and length 0 mean "the whole file".
-        unsafe {
-            libc::sync_file_range(f.get_ref().as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-        }
-    }
+    crate::store::start_writeback(f.get_ref(), 0, 0);
     *synced_to = received;
     Ok(())
 }

@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::spool::{self, Committed, InstanceMeta};
 use super::{Store, StoreError, io};
@@ -142,7 +142,7 @@ pub struct Sealed {
     segment: usize,
     file: Arc<File>,
     start: u64,
-    pub len: u64,
+    len: u64,
 }
 
 fn segment_path(root: &Path, i: usize) -> PathBuf {
@@ -209,48 +209,8 @@ fn parse_record_header(b: &[u8], generation: u64) -> Option<(u64, u32, InstanceM
     if crc32fast::hash(b.get(..end)?) != u32_at(end)? {
         return None;
     }
-    let meta: StoredMeta = serde_json::from_slice(&b[RECORD_FIXED..end]).ok()?;
-    Some((len, payload_crc, meta.into()))
-}
-
-/// `InstanceMeta` as a record holds it.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct StoredMeta {
-    study: String,
-    series: String,
-    sop: String,
-    class: String,
-    ts: String,
-    modality: String,
-    calling: String,
-}
-
-impl From<&InstanceMeta> for StoredMeta {
-    fn from(m: &InstanceMeta) -> Self {
-        StoredMeta {
-            study: m.study_uid.clone(),
-            series: m.series_uid.clone(),
-            sop: m.sop_instance_uid.clone(),
-            class: m.sop_class_uid.clone(),
-            ts: m.transfer_syntax_uid.clone(),
-            modality: m.modality.clone(),
-            calling: m.calling_ae.clone(),
-        }
-    }
-}
-
-impl From<StoredMeta> for InstanceMeta {
-    fn from(m: StoredMeta) -> Self {
-        InstanceMeta {
-            study_uid: m.study,
-            series_uid: m.series,
-            sop_instance_uid: m.sop,
-            sop_class_uid: m.class,
-            transfer_syntax_uid: m.ts,
-            modality: m.modality,
-            calling_ae: m.calling,
-        }
-    }
+    let meta = serde_json::from_slice(&b[RECORD_FIXED..end]).ok()?;
+    Some((len, payload_crc, meta))
 }
 
 /// Write `generation`'s header at the start of a segment and make it durable.
@@ -311,17 +271,22 @@ fn copy_range(src: &File, offset: u64, len: u64, dst: &File) -> std::io::Result<
     }
     if left > 0 {
         // No copy_file_range here (or it stopped early): read and write what is left.
-        let mut buf = vec![0u8; left.min(1 << 20) as usize];
-        let mut at = offset + (len - left);
         let mut w = std::io::BufWriter::new(dst);
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            src.read_exact_at(&mut buf[..n], at)?;
-            w.write_all(&buf[..n])?;
-            at += n as u64;
-            left -= n as u64;
-        }
+        copy_to(src, offset + (len - left), left, &mut w)?;
         w.flush()?;
+    }
+    Ok(())
+}
+
+/// Copy `len` bytes at `offset` of `src` into `out`, a piece at a time.
+fn copy_to(src: &File, offset: u64, len: u64, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut buf = vec![0u8; len.min(1 << 20) as usize];
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        src.read_exact_at(&mut buf[..n], offset + at)?;
+        out.write_all(&buf[..n])?;
+        at += n as u64;
     }
     Ok(())
 }
@@ -437,20 +402,13 @@ pub(super) fn recover(store: &Store) -> Result<usize, StoreError> {
             copy_out(file, r.payload_at, r.len, &target).map_err(io(&target))?;
             let mut db = store.conn()?;
             let tx = db.transaction()?;
-            let known: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM instances WHERE sop_instance_uid = ?1",
-                    params![r.meta.sop_instance_uid],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            if known.is_none() {
+            let flagged = tx.execute(
+                "UPDATE instances SET materialised = 1 WHERE sop_instance_uid = ?1",
+                params![r.meta.sop_instance_uid],
+            )?;
+            if flagged == 0 {
                 spool::index(&tx, &r.meta, &target, r.len, true)?;
             }
-            tx.execute(
-                "UPDATE instances SET materialised = 1, path = ?2 WHERE sop_instance_uid = ?1",
-                params![r.meta.sop_instance_uid, target.display().to_string()],
-            )?;
             tx.commit()?;
             replayed += 1;
         }
@@ -759,8 +717,7 @@ impl Journal {
         let Ok(mut pool) = self.pool.lock() else {
             return;
         };
-        let next_generation = &mut pool.next_generation;
-        let mut generation = *next_generation;
+        let mut generation = pool.next_generation;
         for p in &done {
             if let Some(s) = pool.segments.get_mut(p.segment) {
                 s.live = s.live.saturating_sub(1);
@@ -870,53 +827,27 @@ impl RecordWriter {
         self.file.write_all_at(data, payload_at + self.written)?;
         self.written += data.len() as u64;
         if self.written - self.writeback_from >= WRITEBACK_CHUNK {
-            #[cfg(target_os = "linux")]
-            {
-                use std::os::fd::AsRawFd;
-                // SAFETY: a valid descriptor and a range inside the file; this only starts I/O.
-                unsafe {
-                    libc::sync_file_range(
-                        self.file.as_raw_fd(),
-                        (payload_at + self.writeback_from) as libc::off64_t,
-                        (self.written - self.writeback_from) as libc::off64_t,
-                        libc::SYNC_FILE_RANGE_WRITE,
-                    );
-                }
-            }
+            super::start_writeback(
+                &self.file,
+                payload_at + self.writeback_from,
+                self.written - self.writeback_from,
+            );
             self.writeback_from = self.written;
         }
         Ok(())
-    }
-
-    /// Payload bytes so far.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Copy the payload so far into `out` and give the segment back as it was: for an instance
     /// that outgrows the segment.
     pub fn spill(mut self, out: &mut dyn Write) -> std::io::Result<()> {
         self.flush()?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut at = 0;
-        while at < self.written {
-            let n = (self.written - at).min(buf.len() as u64) as usize;
-            self.file
-                .read_exact_at(&mut buf[..n], self.start + SLOT + at)?;
-            out.write_all(&buf[..n])?;
-            at += n as u64;
-        }
-        Ok(())
+        copy_to(&self.file, self.start + SLOT, self.written, out)
     }
 
     /// Write the header and make the record durable.
     pub fn seal(mut self, meta: &InstanceMeta) -> std::io::Result<Sealed> {
         self.flush()?;
-        let json = serde_json::to_vec(&StoredMeta::from(meta)).map_err(std::io::Error::other)?;
+        let json = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
         let header = record_header(
             self.generation,
             self.len,
@@ -952,17 +883,6 @@ impl Drop for RecordWriter {
 }
 
 impl Store {
-    /// Where an instance's spool file goes.
-    pub(super) fn spool_path(&self, m: &InstanceMeta) -> Result<PathBuf, StoreError> {
-        spool::check_uids(m)?;
-        Ok(self
-            .root
-            .join("spool")
-            .join(&m.study_uid)
-            .join(&m.series_uid)
-            .join(format!("{}.dcm", m.sop_instance_uid)))
-    }
-
     /// Start the journal (`pulmo serve`); without it every instance is synced on its own.
     pub fn start_journal(&self, config: JournalConfig) -> Result<(), StoreError> {
         if config.max_segments == 0 || self.journal.get().is_some() {
@@ -1060,7 +980,7 @@ mod tests {
         bad[13] ^= 1;
         assert_eq!(parse_segment_header(&bad), None);
 
-        let json = serde_json::to_vec(&StoredMeta::from(&meta("1.2.3.4.5"))).expect("json");
+        let json = serde_json::to_vec(&meta("1.2.3.4.5")).expect("json");
         let r = record_header(9, 1234, 0xdead_beef, &json);
         let (len, crc, m) = parse_record_header(&r, 9).expect("valid");
         assert_eq!(

@@ -11,8 +11,8 @@ use rusqlite::{OptionalExtension, params};
 use super::{Store, StoreError, io, now_ms};
 use crate::iod::uid;
 
-/// What the index records of one received instance.
-#[derive(Debug, Clone)]
+/// What the index records of one received instance (also in each journal record, as JSON).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct InstanceMeta {
     pub study_uid: String,
     pub series_uid: String,
@@ -39,7 +39,7 @@ pub(super) fn remove_partial_files(tmp: &Path) {
     }
 }
 
-pub(super) fn check_uids(m: &InstanceMeta) -> Result<(), StoreError> {
+fn check_uids(m: &InstanceMeta) -> Result<(), StoreError> {
     for (what, v) in [
         ("StudyInstanceUID", &m.study_uid),
         ("SeriesInstanceUID", &m.series_uid),
@@ -74,21 +74,21 @@ impl Store {
     /// Move a fully written, fsynced temporary file into the spool and index it. A SOP Instance
     /// UID already stored is not stored twice.
     pub fn commit(&self, tmp: &Path, m: &InstanceMeta) -> Result<Committed, StoreError> {
-        check_uids(m)?;
+        let path = self.spool_path(m)?;
         if let Some(p) = self.duplicate_of(m)? {
             std::fs::remove_file(tmp).ok();
             return Ok(Committed::Duplicate(p));
         }
         let mut db = self.conn()?;
-        let study_dir = self.root.join("spool").join(&m.study_uid);
+        let spool = self.root.join("spool");
+        let study_dir = spool.join(&m.study_uid);
         let dir = study_dir.join(&m.series_uid);
         if !dir.is_dir() {
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
             // New folders' own entries must be durable too.
             fsync_dir(&study_dir)?;
-            fsync_dir(&self.root.join("spool"))?;
+            fsync_dir(&spool)?;
         }
-        let path = dir.join(format!("{}.dcm", m.sop_instance_uid));
         let bytes = std::fs::metadata(tmp).map_err(io(tmp))?.len();
         std::fs::rename(tmp, &path).map_err(io(&path))?;
         fsync_dir(&dir)?;
@@ -96,6 +96,17 @@ impl Store {
         index(&tx, m, &path, bytes, true)?;
         tx.commit()?;
         Ok(Committed::Stored(path))
+    }
+
+    /// Where an instance's spool file goes; its UIDs are checked before they become a path.
+    pub(super) fn spool_path(&self, m: &InstanceMeta) -> Result<PathBuf, StoreError> {
+        check_uids(m)?;
+        Ok(self
+            .root
+            .join("spool")
+            .join(&m.study_uid)
+            .join(&m.series_uid)
+            .join(format!("{}.dcm", m.sop_instance_uid)))
     }
 
     /// Where an instance with `m`'s SOP Instance UID is already stored, if it is. A study being
