@@ -111,6 +111,60 @@ fn threshold_model_gives_exact_masks_after_resampling_and_back() {
 }
 
 #[test]
+fn the_lung_channel_is_the_lobes_mask_in_place() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let m = models(tmp.path()).join("machinery");
+    let model = Model::load(&m.join("lung_gate.toml"), &cpu(&m)).expect("load");
+    // Not a multiple of the 16-voxel patch on any axis: the last patches are padded.
+    let volume = blocky_volume([21, 37, 43], 1);
+    let dims = [21usize, 37, 43];
+    // Two "lungs" labelled with different lobes, one touching the volume's edge.
+    let mut lobes = vec![0u8; volume.hu.len()];
+    for k in 0..dims[0] {
+        for j in 0..dims[1] {
+            for i in 0..dims[2] {
+                let (z, y, x) = (k as f64, j as f64, i as f64);
+                let right = ((x - 10.0) / 8.0).powi(2)
+                    + ((y - 18.0) / 14.0).powi(2)
+                    + ((z - 10.0) / 9.0).powi(2);
+                let left = ((x - 40.0) / 7.0).powi(2)
+                    + ((y - 20.0) / 12.0).powi(2)
+                    + ((z - 15.0) / 8.0).powi(2);
+                lobes[(k * dims[1] + j) * dims[2] + i] = if right < 1.0 {
+                    3
+                } else if left < 1.0 {
+                    4
+                } else {
+                    0
+                };
+            }
+        }
+    }
+    let (labels, _) = infer::segment_volume_timed(&model, &volume, Some(&lobes), &mut |_, _| {})
+        .expect("segment");
+    let expected: Vec<u8> = lobes
+        .iter()
+        .map(|&l| {
+            if l > 0 {
+                quant::opacity::CONSOLIDATION
+            } else {
+                0
+            }
+        })
+        .collect();
+    let wrong = labels.iter().zip(&expected).filter(|(a, b)| a != b).count();
+    assert!(expected.iter().any(|&l| l > 0));
+    assert_eq!(wrong, 0, "{wrong} voxels differ from the lung mask");
+
+    // Without the lobes there is no lung channel to give: a clear error, no guess.
+    let err = match infer::segment_volume_timed(&model, &volume, None, &mut |_, _| {}) {
+        Ok(_) => panic!("ran without the lung mask"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("needs the lobes first"), "{err}");
+}
+
+#[test]
 fn tiled_inference_equals_whole_volume_inference() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let m = models(tmp.path()).join("machinery");
@@ -179,6 +233,16 @@ fn bad_manifests_are_refused_with_clear_messages() {
             "overlap must be smaller",
         ),
     ];
+    // The lobes model runs first, so it cannot be given the lung mask.
+    let path = variant(&m, "lung_gate", &tmp.path().join("lobes-lung"), |t| {
+        t.replace("role = \"opacities\"", "role = \"lobes\"")
+            .replace("\"consolidation\"", "\"RUL\"")
+    });
+    let err = match Model::load(&path, &cpu(path.parent().expect("dir"))) {
+        Ok(_) => panic!("a lobes model with the lung channel was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("cannot be given Lung"), "{err}");
     for (name, edit, needle) in cases {
         let path = variant(&m, "threshold", &tmp.path().join(name), edit);
         let err = match Model::load(&path, &cpu(path.parent().expect("dir"))) {

@@ -185,10 +185,18 @@ pub fn segment_volume_timed(
                 inputs.push(prepare_ct(volume, &grid, m));
                 pad.push(m.input.scale_to[0]);
             }
+            Channel::Lung => {
+                let mask = within.ok_or_else(|| InferError::Model {
+                    model: m.name.clone(),
+                    message: "the lung channel needs the lobes first".into(),
+                })?;
+                inputs.push(lung_channel(mask, &grid));
+                pad.push(0.0);
+            }
             Channel::Opacity => {
                 return Err(InferError::Model {
                     model: m.name.clone(),
-                    message: "segmentation models take only the CT channel".into(),
+                    message: "a segmentation model cannot take the opacity map".into(),
                 });
             }
         }
@@ -209,6 +217,15 @@ pub fn segment_volume_timed(
     Ok((out, times))
 }
 
+/// The lung mask on the model grid, 1 inside any lobe: nearest source voxel, as the training
+/// cache carries the lobes to its grid.
+fn lung_channel(labels: &[u8], grid: &ModelGrid) -> Vec<f32> {
+    resample::resample_nearest(labels, grid.src_dims, grid.dims)
+        .into_iter()
+        .map(|l| if l > 0 { 1.0 } else { 0.0 })
+        .collect()
+}
+
 /// COVID-19 probability from the classifier, given the CT and the opacity map on the source grid.
 pub fn classify_volume(
     model: &Model,
@@ -226,6 +243,12 @@ pub fn classify_volume(
                 .into_iter()
                 .map(|o| f32::from(o) / 2.0)
                 .collect(),
+            Channel::Lung => {
+                return Err(InferError::Model {
+                    model: m.name.clone(),
+                    message: "a classifier cannot take the lung channel".into(),
+                });
+            }
         });
     }
     run::classify(model, &inputs, grid.dims)

@@ -57,6 +57,9 @@ pub enum Channel {
     Ct,
     /// The opacity map (0 none, 1 ground-glass, 2 consolidation) divided by 2.
     Opacity,
+    /// The lung mask (any lobe of the lobes model) as 0 or 1: for the opacities model, which
+    /// cannot tell a consolidated lobe from the chest wall by density alone.
+    Lung,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,6 +227,22 @@ impl Manifest {
         }
         if matches!(self.role, Role::Lobes | Role::Opacities) && self.task != Task::Segmentation {
             return Err(format!("a {:?} model must be a segmentation", self.role));
+        }
+        // What each role is given: the lobes model runs first, on the CT alone; the opacities
+        // model can have the lung mask; the classifier the opacity map.
+        let given: &[Channel] = match self.role {
+            Role::Lobes => &[Channel::Ct],
+            Role::Opacities => &[Channel::Ct, Channel::Lung],
+            Role::Covid => &[Channel::Ct, Channel::Opacity],
+        };
+        if self.input.channels.is_empty() {
+            return Err("input.channels must name at least one channel".into());
+        }
+        if let Some(c) = self.input.channels.iter().find(|c| !given.contains(c)) {
+            return Err(format!(
+                "input.channels: a {:?} model cannot be given {c:?} (it can have {given:?})",
+                self.role
+            ));
         }
         Ok(())
     }

@@ -5,6 +5,8 @@ machinery. Usage: make_models.py OUT_DIR. Writes, each with a manifest named <mo
 - conv.onnx: a fixed, seeded 3×3×3 convolution to 3 classes (receptive radius 1 voxel).
 - classifier.onnx: COVID-19 logit from the mean of the opacity channel.
 - lobes_threshold.onnx: lungs (HU below −400) all labelled RUL: a stand-in lobes model.
+- lung_gate.onnx: inputs CT and lung mask, class 1 exactly where the lung channel is 1 (proves
+  that pulmo hands the lung mask to the model in the right channel, place and padding).
 """
 import hashlib
 import pathlib
@@ -40,6 +42,22 @@ def threshold_model(t, k, rank, channels=2):
     ]
     init = [const("t", np.array(t, dtype=np.float32)), const("k", np.array(k, dtype=np.float32))]
     graph = helper.make_graph(nodes, "threshold", [x], [y], init)
+    return helper.make_model(graph, opset_imports=OPSET, ir_version=9)
+
+
+def lung_gate_model():
+    x = helper.make_tensor_value_info("ct", TensorProto.FLOAT, ["N", 2, "Z", "Y", "X"])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2, "Z", "Y", "X"])
+    nodes = [
+        helper.make_node("Slice", ["ct", "one", "two", "one"], ["lung"]),
+        helper.make_node("Sub", ["lung", "half"], ["d"]),
+        helper.make_node("Mul", ["d", "k"], ["pos"]),
+        helper.make_node("Neg", ["pos"], ["neg"]),
+        helper.make_node("Concat", ["neg", "pos"], ["logits"], axis=1),
+    ]
+    ints = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("one", 1), ("two", 2))]
+    init = ints + [const("half", np.array(0.5, dtype=np.float32)), const("k", np.array(50.0, dtype=np.float32))]
+    graph = helper.make_graph(nodes, "lung_gate", [x], [y], init)
     return helper.make_model(graph, opset_imports=OPSET, ir_version=9)
 
 
@@ -108,6 +126,10 @@ emit("machinery", "threshold", threshold_model(0.5, 200.0, 5), "opacities", "seg
 emit("machinery", "conv", conv_model(), "lobes", "segmentation",
      f'name = "ct"\nlayout = "patch3d"\nspacing_mm = [1.0, 1.0, 1.0]\n{CT_WINDOW}\npatch = [16, 16, 16]\noverlap = 8',
      {"0": "background", "1": "RUL", "2": "LLL"})
+emit("machinery", "lung_gate", lung_gate_model(), "opacities", "segmentation",
+     f'name = "ct"\nlayout = "patch3d"\nspacing_mm = [1.0, 1.0, 1.0]\n{CT_WINDOW}\npatch = [16, 16, 16]\noverlap = 4\n'
+     'channels = ["ct", "lung"]',
+     {"0": "background", "1": "consolidation"})
 emit("machinery", "classifier", classifier_model(), "covid", "classification",
      'name = "input"\nlayout = "whole3d"\nspacing_mm = [4.0, 4.0, 4.0]\nwindow = [-1000.0, 400.0]\npatch = [16, 32, 32]\nchannels = ["ct", "opacity"]',
      {"0": "other", "1": "covid"})
