@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 import export
-from data import resample_linear
+from data import resample_linear, resample_nearest
 from nets import Classifier, UNet3d
-from spec import LOBES_MULTIPLE, OPACITIES_PATCH, TRAIN_SEEDS, WINDOW
+from spec import CLS_DIMS, LOBES_MULTIPLE, OPACITIES_PATCH, SEG_OVERLAP, TRAIN_SEEDS, WINDOW
 
 # Steps and sizes per model, measured to fit the stated running time on 2 CPU cores.
 CONFIG = {
@@ -27,8 +27,20 @@ CONFIG = {
     # 2-3 % too large); cross-entropy against fractions is calibrated. NOT part of the shipped
     # model (0 steps) and not measured yet: try it with --polish-from build/train-cache/lobes-main.pt.
     "lobes": dict(widths=(8, 16, 32, 64), k=6, steps=1100, lr=2e-3, polish=0, polish_lr=3e-4),
-    "opacities": dict(widths=(8, 16, 32, 48), k=3, patch=OPACITIES_PATCH, steps=1500, lr=2e-3, focus="opac"),
-    "classifier": dict(steps=800, lr=1e-3),
+    # The lung mask is a second input channel (pulmo gives the lobes model's union): inside it a
+    # dense region is consolidation, outside it the same HU is chest wall or heart, which the CT
+    # alone cannot tell apart within a patch (1.0.0, CT only, found 20 % of a consolidated lobe).
+    # tune: a second phase in which the lung channel is, more than half the time, the mask that the
+    # shipped lobes model gives on the training study (run through ONNX Runtime, as pulmo runs it):
+    # that mask runs a few millimetres into the diaphragm, whose density the first phase had only
+    # seen outside the mask and labelled consolidation there (2-3 % of a normal lower lobe).
+    "opacities": dict(widths=(8, 16, 32, 48), k=3, patch=OPACITIES_PATCH, steps=4000, lr=2e-3, focus="opac",
+                      lung_channel=True, tune=1500, tune_lr=5e-4, predicted_share=0.6),
+    # predicted_share: how often a training study's opacity channel is the map that the shipped
+    # lobes and opacities models give (as in pulmo) rather than the truth. Trained on truth maps
+    # alone, the 1.0.0 classifier had never seen a model's false positives: given the maps of the
+    # first-phase 1.1.0 opacities model it scored AUC 0.60 on the held-out phantoms.
+    "classifier": dict(steps=800, lr=1e-3, predicted_share=0.75),
 }
 
 
@@ -61,7 +73,7 @@ def crop(arr, start, patch, fill):
     return out
 
 
-def sample_patch(study, target, patch, focus, rng):
+def sample_patch(study, target, patch, focus, rng, lung=False, predicted_share=0.0):
     shape = study["ct"].shape
     centre = None
     if focus and rng.random() < 0.6:
@@ -78,7 +90,129 @@ def sample_patch(study, target, patch, focus, rng):
     start = [c - p // 2 + j for c, p, j in zip(centre, patch, jitter)]
     x = crop(study["ct"], start, patch, -1024)
     y = crop(study[target], start, patch, 0)
-    return scale(x), y
+    if not lung:
+        return scale(x)[None], y
+    if "lung_pred" in study and rng.random() < predicted_share:
+        mask = crop(study["lung_pred"], start, patch, 0).astype(np.float32)
+    else:
+        mask = jitter_mask(crop(study["lobes"], start, patch, 0) > 0, rng)
+    return np.stack([scale(x), mask]), y
+
+
+def predicted_lungs(studies, lobes_onnx, cache):
+    """The lung mask the lobes model (`lobes_onnx`, as shipped) gives on each cached study, on the
+    cache's grid: the whole chest on the lobes grid, padded as pulmo pads it, probabilities
+    interpolated back trilinearly, argmax. Cached per model file (its sha256)."""
+    import hashlib
+
+    import onnxruntime as ort
+
+    digest = hashlib.sha256(pathlib.Path(lobes_onnx).read_bytes()).hexdigest()[:16]
+    folder = pathlib.Path(cache) / f"lung-pred-{digest}"
+    folder.mkdir(exist_ok=True)
+    session = None
+    for s in studies:
+        path = folder / f"{s['meta']['seed']}.npy"
+        if not path.exists():
+            if session is None:
+                session = ort.InferenceSession(str(lobes_onnx), providers=["CPUExecutionProvider"])
+            x, _ = coarse_lobes(s)
+            logits = session.run(None, {"ct": scale(x)[None, None]})[0][0]
+            to = tuple(max(1, int(round(n / 2))) for n in s["ct"].shape)
+            logits = logits[:, : to[0], : to[1], : to[2]]
+            p = np.exp(logits - logits.max(0, keepdims=True))
+            p /= p.sum(0, keepdims=True)
+            # Lung where some lobe beats background after interpolation (pulmo's argmax).
+            back = resample_linear(p[0], s["ct"].shape)
+            lobe = np.max(np.stack([resample_linear(p[c], s["ct"].shape) for c in range(1, p.shape[0])]), 0)
+            np.save(path, (lobe > back).astype(np.uint8))
+        s["lung_pred"] = np.load(path)
+
+
+def positions(n, p, o):
+    """Patch starts along an axis, as src/infer/run.rs places them."""
+    if n <= p:
+        return [0]
+    step = max(p - o, 1)
+    out = [i * step for i in range(n) if i * step + p < n]
+    return sorted(set(out + [n - p]))
+
+
+def axis_weights(start, p, n, overlap):
+    """Blending weights along one axis of a patch, as src/infer/run.rs gives them."""
+    q = overlap // 4
+    ramp = max(overlap / 2.0 - q, 0.0) + 1.0
+    w = np.ones(p, np.float32)
+    for t in range(p):
+        d = min([t] * (start > 0) + [p - 1 - t] * (start + p < n), default=None)
+        if d is not None:
+            w[t] = 0.0 if d < q else min((d - q + 1.0) / ramp, 1.0)
+    return w
+
+
+def segment_like_pulmo(session, ct, lung, patch, overlap):
+    """Opacity labels of one cached study as pulmo computes them: overlapping patches (only those
+    holding lung), softmax blended with pulmo's weights, argmax, kept inside the lung."""
+    dims = ct.shape
+    x = np.stack([scale(ct), lung.astype(np.float32)])
+    acc = np.zeros((3,) + dims, np.float32)
+    wsum = np.zeros(dims, np.float32)
+    starts = [positions(n, p, overlap) for n, p in zip(dims, patch)]
+    for z in starts[0]:
+        for y in starts[1]:
+            for xx in starts[2]:
+                sl = (slice(z, z + patch[0]), slice(y, y + patch[1]), slice(xx, xx + patch[2]))
+                if not lung[sl].any():
+                    continue
+                inp = np.zeros((1, 2) + tuple(patch), np.float32)
+                part = x[(slice(None),) + sl]
+                inp[0, :, : part.shape[1], : part.shape[2], : part.shape[3]] = part
+                logits = session.run(None, {"ct": inp})[0][0]
+                e = np.exp(logits - logits.max(0, keepdims=True))
+                prob = (e / e.sum(0, keepdims=True))[:, : part.shape[1], : part.shape[2], : part.shape[3]]
+                w = (axis_weights(z, patch[0], dims[0], overlap)[: part.shape[1], None, None]
+                     * axis_weights(y, patch[1], dims[1], overlap)[None, : part.shape[2], None]
+                     * axis_weights(xx, patch[2], dims[2], overlap)[None, None, : part.shape[3]])
+                acc[(slice(None),) + sl] += prob * w
+                wsum[sl] += w
+    labels = acc.argmax(0).astype(np.uint8)
+    labels[(wsum == 0) | ~lung.astype(bool)] = 0
+    return labels
+
+
+def predicted_opacity_maps(studies, lobes_onnx, opacities_onnx, cache):
+    """The classifier's opacity channel as pulmo gives it: the opacities model's labels inside the
+    lobes model's lungs, on the classifier grid. Cached per pair of model files."""
+    import hashlib
+
+    import onnxruntime as ort
+
+    digest = hashlib.sha256(pathlib.Path(lobes_onnx).read_bytes()
+                            + pathlib.Path(opacities_onnx).read_bytes()).hexdigest()[:16]
+    folder = pathlib.Path(cache) / f"opacity-pred-{digest}"
+    folder.mkdir(exist_ok=True)
+    predicted_lungs(studies, lobes_onnx, cache)
+    session = None
+    for s in studies:
+        path = folder / f"{s['meta']['seed']}.npy"
+        if not path.exists():
+            if session is None:
+                session = ort.InferenceSession(str(opacities_onnx), providers=["CPUExecutionProvider"])
+            labels = segment_like_pulmo(session, s["ct"], s["lung_pred"], OPACITIES_PATCH, SEG_OVERLAP)
+            np.save(path, resample_nearest(labels, CLS_DIMS))
+        s["cls_opac_pred"] = np.load(path)
+
+
+def jitter_mask(mask, rng):
+    """The truth lung mask, grown or shrunk by one voxel at random: pulmo gives the lobes model's
+    mask, whose border is off by about a voxel (the 1.0.0 lungs came out 2.5 % too large)."""
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    r = rng.random()
+    if r < 0.35:
+        m = F.max_pool3d(m, 3, stride=1, padding=1)
+    elif r < 0.6:
+        m = -F.max_pool3d(-m, 3, stride=1, padding=1)
+    return m[0, 0].numpy()
 
 
 def dice_loss(logits, y, k):
@@ -208,24 +342,53 @@ def polish_lobes(net, train, cfg, rng, log, held_dice):
             print(f"lobes polish {step} ce {running:.4f} {time.time() - t0:.0f}s{extra}", file=log, flush=True)
 
 
-def train_seg(name, cache, out, log):
+def train_seg(name, cache, out, log, lobes_onnx=None, tune_from=None):
     cfg = CONFIG[name]
     target = "lobes" if name == "lobes" else "opac"
     studies = load(cache, ["ct", "lobes"] + (["opac"] if target == "opac" else []))
     rng = np.random.default_rng(20201124 + len(name))
     torch.manual_seed(1234)
-    net = UNet3d(1, cfg["k"], cfg["widths"])
+    lung = cfg.get("lung_channel", False)
+    net = UNet3d(2 if lung else 1, cfg["k"], cfg["widths"])
     opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=cfg["steps"], pct_start=0.1)
     t0 = time.time()
+    if tune_from:
+        net.load_state_dict(torch.load(tune_from))
+    else:
+        seg_steps(name, net, opt, sched, studies, cfg, cfg["steps"], rng, log, t0)
+        torch.save(net.state_dict(), pathlib.Path(cache) / f"{name}-main.pt")
+    steps = cfg["steps"]
+    if cfg.get("tune"):
+        if not lobes_onnx:
+            raise SystemExit("opacities: --lobes LOBES.onnx is needed (the lobes model the lung channel comes from)")
+        predicted_lungs(studies, lobes_onnx, cache)
+        # Its own seeds, so that a run from the saved first phase (--tune-from) gives the same model.
+        rng = np.random.default_rng(20201126)
+        torch.manual_seed(5678)
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg["tune_lr"], weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["tune"])
+        seg_steps(name, net, opt, sched, studies, cfg, cfg["tune"], rng, log, time.time(),
+                  predicted_share=cfg["predicted_share"], label=f"{name} tune")
+        steps += cfg["tune"]
+    net.eval()
+    export.segmentation(net, name, out, training_s=time.time() - t0, steps=steps,
+                        channels=["ct", "lung"] if lung else ["ct"])
+
+
+def seg_steps(name, net, opt, sched, studies, cfg, n, rng, log, t0, predicted_share=0.0, label=None):
+    target = "lobes" if name == "lobes" else "opac"
+    lung = cfg.get("lung_channel", False)
+    label = label or name
     running = None
-    for step in range(cfg["steps"]):
+    for step in range(n):
         study = studies[int(rng.integers(len(studies)))]
-        x, y = sample_patch(study, target, cfg["patch"], cfg["focus"], rng)
+        x, y = sample_patch(study, target, cfg["patch"], cfg["focus"], rng, lung=lung,
+                            predicted_share=predicted_share)
         if name == "opacities" and rng.random() < 0.5:
             # Opacities have no side: mirror left-right for more variety (lobes do have one).
-            x, y = x[:, :, ::-1].copy(), y[:, :, ::-1].copy()
-        xt = torch.from_numpy(x)[None, None]
+            x, y = x[..., ::-1].copy(), y[..., ::-1].copy()
+        xt = torch.from_numpy(np.ascontiguousarray(x))[None]
         yt = torch.from_numpy(y.astype(np.int64))[None]
         logits = net(xt)
         ce = F.cross_entropy(logits, yt)
@@ -237,20 +400,24 @@ def train_seg(name, cache, out, log):
         sched.step()
         now = torch.stack([ce.detach(), dl.detach()]).numpy()
         running = now if running is None else 0.98 * running + 0.02 * now
-        if step % 50 == 0 or step == cfg["steps"] - 1:
-            print(f"{name} step {step} ce {running[0]:.4f} dice-loss {running[1]:.4f} "
+        if step % 50 == 0 or step == n - 1:
+            print(f"{label} step {step} ce {running[0]:.4f} dice-loss {running[1]:.4f} "
                   f"{time.time() - t0:.0f}s", file=log, flush=True)
-        if step % 200 == 199:
-            # A checkpoint to look at while training goes on (build/, never shipped).
-            torch.save(net.state_dict(), pathlib.Path(cache) / f"{name}-checkpoint.pt")
-    net.eval()
-    export.segmentation(net, name, out, training_s=time.time() - t0, steps=cfg["steps"])
 
 
-def train_classifier(cache, out, log):
+def train_classifier(cache, out, log, lobes_onnx=None, opacities_onnx=None):
     cfg = CONFIG["classifier"]
-    studies = load(cache, ["cls_ct", "cls_opac", "covid"])
+    studies = load(cache, ["ct", "lobes", "cls_ct", "cls_opac", "covid"])
+    if cfg["predicted_share"] > 0:
+        if not (lobes_onnx and opacities_onnx):
+            raise SystemExit("classifier: --lobes and --opacities (ONNX) are needed: it learns from their maps")
+        predicted_opacity_maps(studies, lobes_onnx, opacities_onnx, cache)
     x_all = np.stack([np.stack([scale(s["cls_ct"]), s["cls_opac"].astype(np.float32) / 2.0]) for s in studies])
+    pred_all = np.stack([s["cls_opac_pred"].astype(np.float32) / 2.0 if "cls_opac_pred" in s
+                         else s["cls_opac"].astype(np.float32) / 2.0 for s in studies])
+    for s in studies:
+        # Only the classifier grids are needed from here on.
+        s.pop("ct"), s.pop("lobes"), s.pop("lung_pred", None)
     y_all = np.array([int(s["covid"]) for s in studies])
     rng = np.random.default_rng(20201125)
     torch.manual_seed(4321)
@@ -262,6 +429,8 @@ def train_classifier(cache, out, log):
         idx = rng.integers(len(studies), size=8)
         x = x_all[idx].copy()
         for i in range(len(idx)):
+            if rng.random() < cfg["predicted_share"]:
+                x[i, 1] = pred_all[idx[i]]
             if rng.random() < 0.5:
                 x[i] = x[i][:, :, :, ::-1]
             # The segmentation model's map is not the truth: drop and add a little opacity.
@@ -289,12 +458,16 @@ if __name__ == "__main__":
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="3 steps on 4 studies: checks the code path only")
     ap.add_argument("--polish-from", help="lobes: run only the polish, from these saved weights")
+    ap.add_argument("--lobes", help="opacities: the lobes model (ONNX) whose lung mask the second phase is given")
+    ap.add_argument("--opacities", help="classifier: the opacities model (ONNX) whose maps it learns from")
+    ap.add_argument("--tune-from", help="opacities: run only the second phase, from these saved first-phase weights")
     a = ap.parse_args()
     if a.smoke:
         for cfg in CONFIG.values():
             cfg["steps"] = 3
-            if "polish" in cfg:
-                cfg["polish"] = 2
+            for extra in ("polish", "tune"):
+                if cfg.get(extra):
+                    cfg[extra] = 2
         _load = load
         load = lambda cache, keys: _load(cache, keys, seeds=range(TRAIN_SEEDS.start, TRAIN_SEEDS.start + 4))  # noqa: E731
     torch.set_num_threads(2)
@@ -302,7 +475,7 @@ if __name__ == "__main__":
     import sys
 
     if a.model == "classifier":
-        train_classifier(a.cache, a.out, sys.stdout)
+        train_classifier(a.cache, a.out, sys.stdout, lobes_onnx=a.lobes, opacities_onnx=a.opacities)
     elif a.model == "lobes":
         if a.polish_from:
             # Only the polish, from saved main-run weights (to try the polish without the main run).
@@ -321,4 +494,4 @@ if __name__ == "__main__":
         else:
             train_lobes(a.cache, a.out, sys.stdout, monitor=0 if a.smoke else 5)
     else:
-        train_seg(a.model, a.cache, a.out, sys.stdout)
+        train_seg(a.model, a.cache, a.out, sys.stdout, lobes_onnx=a.lobes, tune_from=a.tune_from)
