@@ -99,34 +99,45 @@ def sample_patch(study, target, patch, focus, rng, lung=False, predicted_share=0
     return np.stack([scale(x), mask]), y
 
 
-def predicted_lungs(studies, lobes_onnx, cache):
-    """The lung mask the lobes model (`lobes_onnx`, as shipped) gives on each cached study, on the
-    cache's grid: the whole chest on the lobes grid, padded as pulmo pads it, probabilities
-    interpolated back trilinearly, argmax. Cached per model file (its sha256)."""
+def cached_per_study(studies, cache, kind, model_files, key, compute):
+    """`compute(study, session)` for each study, saved once per set of model files (their sha256)
+    under cache/<kind>-<digest>/<seed>.npy, and kept in `study[key]`. The session is the last
+    model file's, opened only if something must be computed."""
     import hashlib
 
     import onnxruntime as ort
 
-    digest = hashlib.sha256(pathlib.Path(lobes_onnx).read_bytes()).hexdigest()[:16]
-    folder = pathlib.Path(cache) / f"lung-pred-{digest}"
+    digest = hashlib.sha256(b"".join(pathlib.Path(f).read_bytes() for f in model_files)).hexdigest()[:16]
+    folder = pathlib.Path(cache) / f"{kind}-{digest}"
     folder.mkdir(exist_ok=True)
     session = None
     for s in studies:
         path = folder / f"{s['meta']['seed']}.npy"
         if not path.exists():
             if session is None:
-                session = ort.InferenceSession(str(lobes_onnx), providers=["CPUExecutionProvider"])
-            x, _ = coarse_lobes(s)
-            logits = session.run(None, {"ct": scale(x)[None, None]})[0][0]
-            to = tuple(max(1, int(round(n / 2))) for n in s["ct"].shape)
-            logits = logits[:, : to[0], : to[1], : to[2]]
-            p = np.exp(logits - logits.max(0, keepdims=True))
-            p /= p.sum(0, keepdims=True)
-            # Lung where some lobe beats background after interpolation (pulmo's argmax).
-            back = resample_linear(p[0], s["ct"].shape)
-            lobe = np.max(np.stack([resample_linear(p[c], s["ct"].shape) for c in range(1, p.shape[0])]), 0)
-            np.save(path, (lobe > back).astype(np.uint8))
-        s["lung_pred"] = np.load(path)
+                session = ort.InferenceSession(str(model_files[-1]), providers=["CPUExecutionProvider"])
+            np.save(path, compute(s, session))
+        s[key] = np.load(path)
+
+
+def predicted_lungs(studies, lobes_onnx, cache):
+    """The lung mask the lobes model (`lobes_onnx`, as shipped) gives on each cached study, on the
+    cache's grid: the whole chest on the lobes grid, padded as pulmo pads it, probabilities
+    interpolated back trilinearly, argmax."""
+
+    def compute(s, session):
+        x, _ = coarse_lobes(s)
+        logits = session.run(None, {"ct": scale(x)[None, None]})[0][0]
+        to = tuple(max(1, int(round(n / 2))) for n in s["ct"].shape)
+        logits = logits[:, : to[0], : to[1], : to[2]]
+        p = np.exp(logits - logits.max(0, keepdims=True))
+        p /= p.sum(0, keepdims=True)
+        # Lung where some lobe beats background after interpolation (pulmo's argmax).
+        back = resample_linear(p[0], s["ct"].shape)
+        lobe = np.max(np.stack([resample_linear(p[c], s["ct"].shape) for c in range(1, p.shape[0])]), 0)
+        return (lobe > back).astype(np.uint8)
+
+    cached_per_study(studies, cache, "lung-pred", [lobes_onnx], "lung_pred", compute)
 
 
 def positions(n, p, o):
@@ -182,25 +193,14 @@ def segment_like_pulmo(session, ct, lung, patch, overlap):
 
 def predicted_opacity_maps(studies, lobes_onnx, opacities_onnx, cache):
     """The classifier's opacity channel as pulmo gives it: the opacities model's labels inside the
-    lobes model's lungs, on the classifier grid. Cached per pair of model files."""
-    import hashlib
-
-    import onnxruntime as ort
-
-    digest = hashlib.sha256(pathlib.Path(lobes_onnx).read_bytes()
-                            + pathlib.Path(opacities_onnx).read_bytes()).hexdigest()[:16]
-    folder = pathlib.Path(cache) / f"opacity-pred-{digest}"
-    folder.mkdir(exist_ok=True)
+    lobes model's lungs, on the classifier grid."""
     predicted_lungs(studies, lobes_onnx, cache)
-    session = None
-    for s in studies:
-        path = folder / f"{s['meta']['seed']}.npy"
-        if not path.exists():
-            if session is None:
-                session = ort.InferenceSession(str(opacities_onnx), providers=["CPUExecutionProvider"])
-            labels = segment_like_pulmo(session, s["ct"], s["lung_pred"], OPACITIES_PATCH, SEG_OVERLAP)
-            np.save(path, resample_nearest(labels, CLS_DIMS))
-        s["cls_opac_pred"] = np.load(path)
+
+    def compute(s, session):
+        labels = segment_like_pulmo(session, s["ct"], s["lung_pred"], OPACITIES_PATCH, SEG_OVERLAP)
+        return resample_nearest(labels, CLS_DIMS)
+
+    cached_per_study(studies, cache, "opacity-pred", [lobes_onnx, opacities_onnx], "cls_opac_pred", compute)
 
 
 def jitter_mask(mask, rng):
