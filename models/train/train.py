@@ -342,10 +342,10 @@ def polish_lobes(net, train, cfg, rng, log, held_dice):
             print(f"lobes polish {step} ce {running:.4f} {time.time() - t0:.0f}s{extra}", file=log, flush=True)
 
 
-def train_seg(name, cache, out, log, lobes_onnx=None, tune_from=None):
+def train_opacities(cache, out, log, lobes_onnx=None, tune_from=None):
+    name = "opacities"
     cfg = CONFIG[name]
-    target = "lobes" if name == "lobes" else "opac"
-    studies = load(cache, ["ct", "lobes"] + (["opac"] if target == "opac" else []))
+    studies = load(cache, ["ct", "lobes", "opac"])
     rng = np.random.default_rng(20201124 + len(name))
     torch.manual_seed(1234)
     lung = cfg.get("lung_channel", False)
@@ -377,15 +377,14 @@ def train_seg(name, cache, out, log, lobes_onnx=None, tune_from=None):
 
 
 def seg_steps(name, net, opt, sched, studies, cfg, n, rng, log, t0, predicted_share=0.0, label=None):
-    target = "lobes" if name == "lobes" else "opac"
     lung = cfg.get("lung_channel", False)
     label = label or name
     running = None
     for step in range(n):
         study = studies[int(rng.integers(len(studies)))]
-        x, y = sample_patch(study, target, cfg["patch"], cfg["focus"], rng, lung=lung,
+        x, y = sample_patch(study, "opac", cfg["patch"], cfg["focus"], rng, lung=lung,
                             predicted_share=predicted_share)
-        if name == "opacities" and rng.random() < 0.5:
+        if rng.random() < 0.5:
             # Opacities have no side: mirror left-right for more variety (lobes do have one).
             x, y = x[..., ::-1].copy(), y[..., ::-1].copy()
         xt = torch.from_numpy(np.ascontiguousarray(x))[None]
@@ -494,4 +493,4 @@ if __name__ == "__main__":
         else:
             train_lobes(a.cache, a.out, sys.stdout, monitor=0 if a.smoke else 5)
     else:
-        train_seg(a.model, a.cache, a.out, sys.stdout, lobes_onnx=a.lobes, tune_from=a.tune_from)
+        train_opacities(a.cache, a.out, sys.stdout, lobes_onnx=a.lobes, tune_from=a.tune_from)
