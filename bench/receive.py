@@ -9,8 +9,10 @@ fsync. Run from the repository root after `make build`:
 
 RUNS=N: runs (default 3). ONLY=pulmo or ONLY=storescp: one side alone (storescp is slower in the
 runs that follow pulmo nodes in the same script; alone, each side is unaffected by the other).
-ASSOC_CASES=1: the single-association case only. NODE_EXTRA: more lines for pulmo's [node] table."""
+ASSOC_CASES=1: the single-association case only. NODE_EXTRA: more lines for pulmo's [node] table.
+PULMO=path: another pulmo binary (to compare two builds, one after the other)."""
 import os
+import resource
 import pathlib
 import shutil
 import signal
@@ -21,7 +23,7 @@ import tempfile
 import time
 
 root = pathlib.Path(__file__).resolve().parent.parent
-pulmo = root / "target/release/pulmo"
+pulmo = pathlib.Path(os.environ.get("PULMO", root / "target/release/pulmo"))
 runs = int(os.environ.get("RUNS", "3"))
 env = dict(os.environ, TCP_NODELAY="1")
 work = pathlib.Path(tempfile.mkdtemp())
@@ -43,14 +45,37 @@ def wait_port(port):
     raise SystemExit(f"nothing listens on {port}")
 
 
+def cpu_of(pid):
+    """CPU seconds (user + system) of a process and of its children that have been reaped."""
+    f = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in f[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def node_pid(p):
+    """The node under /usr/bin/time."""
+    for _ in range(100):
+        kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+        if kids:
+            return int(kids[0])
+        time.sleep(0.02)
+    raise SystemExit("the node did not start")
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def send(port, aet, dirs):
+    """Seconds of the transfer, and the CPU seconds the storescu processes used."""
+    c = children_cpu()
     t = time.perf_counter()
     procs = [subprocess.Popen(["storescu", "-aec", aet, "-xe", "-R", "+sd", "+r", "127.0.0.1", str(port), d],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for d in dirs]
     for p in procs:
         if p.wait() != 0:
             raise SystemExit(p.stderr.read().decode())
-    return time.perf_counter() - t
+    return time.perf_counter() - t, children_cpu() - c
 
 
 def node(kind, port, out):
@@ -102,6 +127,7 @@ try:
             os.link(f, d / f.name)
         quarters.append(d)
     res = {}
+    cpus = {}
     for i in range(runs):
         for kind, aet in [("pulmo", "PULMO"), ("storescp", "STORESCP")]:
             if os.environ.get("ONLY") and os.environ["ONLY"] != kind:
@@ -116,13 +142,25 @@ try:
                 # (neither's transfer time includes its own writeback).
                 os.sync()
                 time.sleep(1)
-                secs = send(port, aet, [str(d) for d in dirs])
+                pid = node_pid(p)
+                before = cpu_of(pid)
+                secs, sender = send(port, aet, [str(d) for d in dirs])
+                # storescp's forked children are counted once it has reaped them.
+                time.sleep(0.3)
+                cpu = cpu_of(pid) - before
                 rss = stop(p, out)
                 res.setdefault((kind, assocs), []).append((secs, rss))
+                cpus.setdefault((kind, assocs), []).append(cpu)
+                cpus.setdefault((f"storescu to {kind}", assocs), []).append(sender)
     for assocs in (1, 4)[:int(os.environ.get("ASSOC_CASES", "2"))]:
         pairs = zip(res[("pulmo", assocs)], res[("storescp", assocs)])
         print(f"{assocs} association(s), each run pulmo / storescp s:",
               ", ".join(f"{p:.2f}/{d:.2f}" for (p, _), (d, _) in pairs))
+        for kind in ("pulmo", "storescp", "storescu to pulmo", "storescu to storescp"):
+            if cpus.get((kind, assocs)):
+                print(f"  {kind} CPU (user + system) s, median of {len(cpus[kind, assocs])}: "
+                      f"{statistics.median(cpus[kind, assocs]):.3f} (runs: "
+                      + ", ".join(f"{c:.2f}" for c in cpus[kind, assocs]) + ")")
     print(f"\nStudy: {len(files)} files, {size_mb:.0f} MB. {runs} runs, medians.\n")
     print("| associations | pulmo (durable) | storescp | storescp time / pulmo time | pulmo peak RSS |")
     print("| --- | --- | --- | --- | --- |")
