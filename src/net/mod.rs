@@ -3,5 +3,6 @@
 
 pub mod deliver;
 pub mod dimse;
+pub mod pdata;
 pub mod scp;
 pub mod scu;

@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::dimse::{self, Command, status};
+use super::pdata::{self, Incoming, PduError};
 use crate::config::NodeConfig;
 use crate::iod::transfer_syntax::Syntax;
 use crate::iod::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
@@ -342,11 +343,17 @@ fn association(
     let mut command = Vec::new();
     let mut pending: Option<Pending> = None;
     loop {
-        let pdu = match assoc.receive() {
-            Ok(p) => p,
-            Err(e) => {
+        let pdu = match pdata::read_pdu(assoc.inner_stream(), node.max_pdu_length) {
+            Ok(Incoming::PData(data)) => Pdu::PData { data },
+            Ok(Incoming::Other(p)) => p,
+            Err(PduError::Io(e)) => {
                 tracing::warn!(%peer, error = %e, "association ended abnormally");
                 break;
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "protocol error; aborting");
+                let _ = assoc.abort();
+                return;
             }
         };
         match pdu {
