@@ -76,7 +76,7 @@ pub fn threshold_lung_mask(volume: &Volume) -> Vec<bool> {
         .map(|(&a, &b)| u8::from(a || b))
         .collect();
     // Vessels and dense opacities enclosed by aerated lung belong to the lung.
-    crate::infer::postprocess::clean_lobes_holes_only(&mut labels, dims);
+    crate::infer::postprocess::fill_holes_per_slice(&mut labels, dims);
     labels.into_iter().map(|l| l > 0).collect()
 }
 
