@@ -162,14 +162,14 @@ fn fill_enclosed(labels: &mut [u8], dims: [usize; 3]) {
     // Grow the surrounding labels into the holes, breadth first from their rims: each hole voxel
     // takes the label of the nearest lung voxel, in time linear in the holes' size.
     let mut queue = VecDeque::new();
-    for i in 0..labels.len() {
-        if hole[i]
+    for (i, h) in hole.iter_mut().enumerate() {
+        if *h
             && neighbours6(i, dims)
                 .into_iter()
                 .flatten()
                 .any(|j| labels[j] > 0)
         {
-            hole[i] = false; // queued
+            *h = false; // queued
             queue.push_back(i);
         }
     }
