@@ -10,6 +10,7 @@ fsync. Run from the repository root after `make build`:
 RUNS=N: runs (default 3). ONLY=pulmo or ONLY=storescp: one side alone (storescp is slower in the
 runs that follow pulmo nodes in the same script; alone, each side is unaffected by the other).
 ASSOC_CASES=1: the single-association case only. NODE_EXTRA: more lines for pulmo's [node] table.
+STORESCP_PDU: storescp's --max-pdu (default 65536, pulmo's default max_pdu_length).
 PULMO=path: another pulmo binary (to compare two builds, one after the other)."""
 import os
 import resource
@@ -86,7 +87,10 @@ def node(kind, port, out):
                        f'[http]\nport = {free_port()}\n')
         cmd = [pulmo, "--config", cfg, "serve"]
     else:
-        cmd = ["storescp", "--fork", "-od", out, "-aet", "STORESCP", str(port)]
+        # The same largest PDU as pulmo's default (storescp's own default is 16 KiB, which makes
+        # storescu send four times as many PDUs).
+        cmd = ["storescp", "--fork", "--max-pdu", os.environ.get("STORESCP_PDU", "65536"), "-od", out,
+               "-aet", "STORESCP", str(port)]
     p = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", out / "rss", *map(str, cmd)], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
