@@ -24,6 +24,10 @@ CLS_DIMS = (48, 96, 96)
 
 LOBE_LABELS = ["background", "RUL", "RML", "RLL", "LUL", "LLL"]
 OPACITY_LABELS = ["background", "ground_glass", "consolidation"]
-# Training seeds; evaluation uses seeds from EVAL_SEED_BASE on, which training never sees.
+# Training seeds of the two segmentation models; evaluation uses seeds from EVAL_SEED_BASE on,
+# which training never sees.
 TRAIN_SEEDS = range(1000, 1100)
+# The classifier's own studies, which the segmentation models never saw: their maps there have the
+# errors the models make on a new patient (on their own training studies they are near perfect).
+CLASSIFIER_SEEDS = range(1100, 1200)
 EVAL_SEED_BASE = 900000

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import export
 from data import resample_linear, resample_nearest
 from nets import Classifier, UNet3d
-from spec import CLS_DIMS, LOBES_MULTIPLE, OPACITIES_PATCH, SEG_OVERLAP, TRAIN_SEEDS, WINDOW
+from spec import CLASSIFIER_SEEDS, CLS_DIMS, LOBES_MULTIPLE, OPACITIES_PATCH, SEG_OVERLAP, TRAIN_SEEDS, WINDOW
 
 # Steps and sizes per model, measured to fit the stated running time on 2 CPU cores.
 CONFIG = {
@@ -54,7 +54,7 @@ def load(cache, keys, seeds=TRAIN_SEEDS):
     for s in seeds:
         path = pathlib.Path(cache) / f"{s}.npz"
         if not path.exists():
-            raise SystemExit(f"{path} missing: run data.py for seeds {TRAIN_SEEDS.start}:{TRAIN_SEEDS.stop - 1}")
+            raise SystemExit(f"{path} missing: run data.py for seeds {seeds.start}:{seeds.stop - 1}")
         d = np.load(path)
         studies.append({k: d[k] for k in keys} | {"meta": json.loads(str(d["meta"]))})
     return studies
@@ -406,7 +406,7 @@ def seg_steps(name, net, opt, sched, studies, cfg, n, rng, log, t0, predicted_sh
 
 def train_classifier(cache, out, log, lobes_onnx=None, opacities_onnx=None):
     cfg = CONFIG["classifier"]
-    studies = load(cache, ["ct", "lobes", "cls_ct", "cls_opac", "covid"])
+    studies = load(cache, ["ct", "lobes", "cls_ct", "cls_opac", "covid"], seeds=CLASSIFIER_SEEDS)
     if cfg["predicted_share"] > 0:
         if not (lobes_onnx and opacities_onnx):
             raise SystemExit("classifier: --lobes and --opacities (ONNX) are needed: it learns from their maps")
@@ -468,7 +468,7 @@ if __name__ == "__main__":
                 if cfg.get(extra):
                     cfg[extra] = 2
         _load = load
-        load = lambda cache, keys: _load(cache, keys, seeds=range(TRAIN_SEEDS.start, TRAIN_SEEDS.start + 4))  # noqa: E731
+        load = lambda cache, keys, seeds=TRAIN_SEEDS: _load(cache, keys, seeds=seeds[:4])  # noqa: E731
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True, warn_only=True)
     import sys
