@@ -183,9 +183,8 @@ fn analyze_with_the_shipped_models_finds_the_truth_of_a_covid_phantom() {
 #[test]
 fn analyze_with_the_shipped_models_finds_a_normal_phantom_normal() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    // Full size: on small (2.8 mm) normal phantoms the 1.0.0 opacities model calls enough normal
-    // lung ground-glass that the classifier says COVID-19 (0.95 on seed 424243, 0.80 on held-out
-    // seed 900041; the model cards record it). Full-size normal phantoms score about 0.01.
+    // Full size: small (2.8 mm) normal phantoms can still score high (0.78 on held-out seed
+    // 900013 with classifier 1.2.0; the model cards record it). Full-size normals score 0.00-0.01.
     let (f, t) = analysed(
         tmp.path(),
         424_243,
@@ -193,11 +192,12 @@ fn analyze_with_the_shipped_models_finds_a_normal_phantom_normal() {
         Pattern::Normal,
         Severity::None,
     );
-    // The 1.0.0 opacities model calls some normal lung opacified (6.5 % of this phantom's lung when
-    // it was shipped; the model cards hold the evaluated errors, which miss the goals).
-    // The bound catches a model that calls the lung opacified wholesale.
+    // Opacities 1.1.0 call 0.08 % of this phantom's lung opacified (1.0.0 called 6.5 %, and the
+    // diaphragm's dome, filled slice by slice into the lung, read as consolidation); held-out
+    // full-size normals read at most 0.7 % in any lobe. The bound leaves room for that and catches
+    // a model, or a pulmo change, that calls normal lung opacified.
     let lung = num(&f["whole_lung"]["plo_percent"]);
-    assert!(lung < 15.0, "lung PLO {lung:.2} % in a normal phantom");
+    assert!(lung < 3.0, "lung PLO {lung:.2} % in a normal phantom");
     let tv = num(&t["whole_lung"]["volume_ml"]);
     let fv = num(&f["whole_lung"]["volume_ml"]);
     assert!(

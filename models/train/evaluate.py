@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from data import is_covid  # noqa: E402
-from spec import EVAL_SEED_BASE, TRAIN_SEEDS  # noqa: E402
+from spec import CLASSIFIER_SEEDS, EVAL_SEED_BASE, TRAIN_SEEDS  # noqa: E402
 
 LOBES = ["RUL", "RML", "RLL", "LUL", "LLL"]
 CASES = [("covid", "moderate"), ("covid", "severe"), ("covid", "critical"), ("covid", "mild"),
@@ -117,7 +117,9 @@ def summarise(rows):
 def table(s, n):
     ok = lambda good: "yes" if good else "**no**"  # noqa: E731
     lines = [f"Held-out phantoms: {n} (seeds from {EVAL_SEED_BASE}; training used "
-             f"{TRAIN_SEEDS.start}-{TRAIN_SEEDS.stop - 1}), evaluated through `pulmo analyze`.", "",
+             f"{TRAIN_SEEDS.start}-{TRAIN_SEEDS.stop - 1} for the segmentation models and "
+             f"{CLASSIFIER_SEEDS.start}-{CLASSIFIER_SEEDS.stop - 1} for the classifier), "
+             "evaluated through `pulmo analyze`.", "",
              "| metric | value | goal | met |", "|---|---|---|---|"]
     for lobe in LOBES:
         mean, low = s[f"dice_{lobe}"]
