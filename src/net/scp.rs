@@ -131,7 +131,10 @@ pub async fn serve(
                 // the journal, flushing and indexing one after another without handing every
                 // instance between the async workers and the blocking pool (that hand-off was
                 // 11 % of the node's CPU over four associations; BENCHMARKS.md, "Receiving").
-                let stream = match stream.into_std().and_then(|s| s.set_nonblocking(false).map(|()| s)) {
+                let stream = match stream
+                    .into_std()
+                    .and_then(|s| s.set_nonblocking(false).map(|()| s))
+                {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "cannot take over the connection");
@@ -313,7 +316,8 @@ fn association(
         Ok(a) => a,
         Err(e) => {
             Metrics::count(&stats.associations, "rejected");
-            tracing::warn!(%peer, error = %e, "association refused (or no request within the ARTIM timeout)");
+            // A timeout here is the ARTIM timer running out before the request came.
+            tracing::warn!(%peer, error = %e, "association refused");
             return;
         }
     };
