@@ -187,12 +187,6 @@ fn fill_enclosed(labels: &mut [u8], dims: [usize; 3]) {
     }
 }
 
-/// Fill, slice by slice, what lung encloses in each slice: for the HU-threshold lung mask of the
-/// quality check, whose vessels are holes in a slice but reach the hilum in 3D.
-pub fn fill_holes_per_slice(labels: &mut [u8], dims: [usize; 3]) {
-    fill_holes(labels, dims);
-}
-
 /// The 4-neighbours of pixel `i` in an `nx × ny` image.
 fn neighbours4(i: usize, nx: usize, ny: usize) -> [Option<usize>; 4] {
     let (x, y) = (i % nx, i / nx);
@@ -204,8 +198,10 @@ fn neighbours4(i: usize, nx: usize, ny: usize) -> [Option<usize>; 4] {
     ]
 }
 
-/// Fill, slice by slice, background enclosed by lung with the label of the lung around it.
-fn fill_holes(labels: &mut [u8], dims: [usize; 3]) {
+/// Fill, slice by slice, background enclosed by lung with the label of the lung around it: for
+/// the HU-threshold lung mask of the quality check, whose vessels are holes only in a slice (in 3D
+/// they reach the hilum). Not for the lobes (`fill_enclosed`).
+pub fn fill_holes_per_slice(labels: &mut [u8], dims: [usize; 3]) {
     let (ny, nx) = (dims[1], dims[2]);
     let plane = ny * nx;
     labels.par_chunks_mut(plane).for_each(|slab| {
