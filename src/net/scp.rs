@@ -357,7 +357,8 @@ fn association(
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "protocol error; aborting");
                 let _ = assoc.abort();
-                return;
+                // On to the clean-up below: a data set cut off here leaves no temporary file.
+                break;
             }
         };
         match pdu {
