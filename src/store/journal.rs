@@ -16,7 +16,9 @@
 //! - record: a header slot — "PULMOREC", version u32, generation u64, payload length u64,
 //!   payload CRC-32 u32, metadata length u32, the metadata (JSON of `InstanceMeta`), CRC-32 of
 //!   all of that — then the payload (the Part 10 file as it is stored), the next record at the
-//!   next boundary. All integers little endian.
+//!   next boundary. All integers little endian. A record whose instance the index refused after
+//!   it was sealed is voided: its header rewritten with the magic "PULMOVOD", skipped by
+//!   recovery, which goes on to the records after it.
 //!
 //! A record is valid when its magic, its generation (the segment's current one) and both CRCs
 //! hold; a segment is read from its start up to the first record that is not. The header is
@@ -46,6 +48,7 @@ pub(super) const DIR: &str = "journal";
 const SLOT: u64 = 4096;
 const SEGMENT_MAGIC: &[u8; 8] = b"PULMOSEG";
 const RECORD_MAGIC: &[u8; 8] = b"PULMOREC";
+const VOID_MAGIC: &[u8; 8] = b"PULMOVOD";
 const VERSION: u32 = 1;
 /// Fixed part of a record header before the metadata: magic, version, generation, length,
 /// payload CRC, metadata length.
@@ -139,10 +142,13 @@ pub struct RecordWriter {
 
 /// A record that is durable in the journal.
 pub struct Sealed {
+    journal: Arc<Journal>,
     segment: usize,
     file: Arc<File>,
     start: u64,
     len: u64,
+    /// Its header as `retract` rewrites it.
+    void_header: Vec<u8>,
 }
 
 fn segment_path(root: &Path, i: usize) -> PathBuf {
@@ -172,9 +178,15 @@ fn parse_segment_header(b: &[u8]) -> Option<u64> {
     (crc32fast::hash(&b[..20]) == crc).then_some(generation)
 }
 
-fn record_header(generation: u64, len: u64, payload_crc: u32, meta: &[u8]) -> Vec<u8> {
+fn record_header(
+    magic: &[u8; 8],
+    generation: u64,
+    len: u64,
+    payload_crc: u32,
+    meta: &[u8],
+) -> Vec<u8> {
     let mut h = Vec::with_capacity(RECORD_FIXED + meta.len() + 4);
-    h.extend_from_slice(RECORD_MAGIC);
+    h.extend_from_slice(magic);
     h.extend_from_slice(&VERSION.to_le_bytes());
     h.extend_from_slice(&generation.to_le_bytes());
     h.extend_from_slice(&len.to_le_bytes());
@@ -186,9 +198,15 @@ fn record_header(generation: u64, len: u64, payload_crc: u32, meta: &[u8]) -> Ve
     h
 }
 
-/// A record header slot: (payload length, payload CRC, metadata) when it is a valid header of
-/// `generation`.
-fn parse_record_header(b: &[u8], generation: u64) -> Option<(u64, u32, InstanceMeta)> {
+/// A valid record header of `generation`, voided or not.
+struct RecordHeader {
+    len: u64,
+    payload_crc: u32,
+    meta: InstanceMeta,
+    void: bool,
+}
+
+fn parse_record_header(b: &[u8], generation: u64) -> Option<RecordHeader> {
     let u32_at = |o: usize| {
         b.get(o..o + 4)
             .and_then(|s| s.try_into().ok())
@@ -199,7 +217,9 @@ fn parse_record_header(b: &[u8], generation: u64) -> Option<(u64, u32, InstanceM
             .and_then(|s| s.try_into().ok())
             .map(u64::from_le_bytes)
     };
-    if b.get(..8)? != RECORD_MAGIC || u32_at(8)? != VERSION || u64_at(12)? != generation {
+    let magic = b.get(..8)?;
+    let void = magic == VOID_MAGIC;
+    if (magic != RECORD_MAGIC && !void) || u32_at(8)? != VERSION || u64_at(12)? != generation {
         return None;
     }
     let len = u64_at(20)?;
@@ -210,7 +230,12 @@ fn parse_record_header(b: &[u8], generation: u64) -> Option<(u64, u32, InstanceM
         return None;
     }
     let meta = serde_json::from_slice(&b[RECORD_FIXED..end]).ok()?;
-    Some((len, payload_crc, meta))
+    Some(RecordHeader {
+        len,
+        payload_crc,
+        meta,
+        void,
+    })
 }
 
 /// Write `generation`'s header at the start of a segment and make it durable.
@@ -361,24 +386,29 @@ fn scan(file: &File) -> std::io::Result<(Option<u64>, Vec<Found>)> {
     let mut payload = Vec::new();
     while at + SLOT <= size {
         file.read_exact_at(&mut slot, at)?;
-        let Some((len, crc, meta)) = parse_record_header(&slot, generation) else {
+        let Some(h) = parse_record_header(&slot, generation) else {
             break;
         };
-        let payload_at = at + SLOT;
+        let (len, payload_at) = (h.len, at + SLOT);
         if payload_at + len > size {
             break;
         }
+        let next = payload_at + align(len);
+        if h.void {
+            at = next;
+            continue;
+        }
         payload.resize(len as usize, 0);
         file.read_exact_at(&mut payload, payload_at)?;
-        if crc32fast::hash(&payload) != crc {
+        if crc32fast::hash(&payload) != h.payload_crc {
             break;
         }
         found.push(Found {
             payload_at,
             len,
-            meta,
+            meta: h.meta,
         });
-        at = payload_at + align(len);
+        at = next;
     }
     Ok((Some(generation), found))
 }
@@ -558,19 +588,8 @@ impl Journal {
         }
     }
 
-    /// The index refused a sealed record: void it (best effort; should it survive a crash, it
-    /// is replayed as a stored instance, which the sender's retry then finds as a duplicate).
-    pub fn retract(&self, sealed: &Sealed) {
-        sealed.file.write_all_at(&[0u8; 8], sealed.start).ok();
-        if let Ok(mut pool) = self.pool.lock()
-            && let Some(s) = pool.segments.get_mut(sealed.segment)
-        {
-            s.live = s.live.saturating_sub(1);
-        }
-    }
-
     /// Hand a sealed, indexed record to the materialiser.
-    pub fn enqueue(&self, sealed: Sealed, path: PathBuf, sop_instance_uid: String) {
+    fn enqueue(&self, sealed: Sealed, path: PathBuf, sop_instance_uid: String) {
         let sent = self.send(Msg::Record(Pending {
             segment: sealed.segment,
             payload_at: sealed.start + SLOT,
@@ -848,12 +867,8 @@ impl RecordWriter {
     pub fn seal(mut self, meta: &InstanceMeta) -> std::io::Result<Sealed> {
         self.flush()?;
         let json = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
-        let header = record_header(
-            self.generation,
-            self.len,
-            self.crc.clone().finalize(),
-            &json,
-        );
+        let crc = self.crc.clone().finalize();
+        let header = record_header(RECORD_MAGIC, self.generation, self.len, crc, &json);
         if header.len() as u64 > SLOT {
             return Err(std::io::Error::other("record metadata too long"));
         }
@@ -866,11 +881,26 @@ impl RecordWriter {
         let end = self.start + SLOT + align(self.len);
         self.journal.release(self.segment, Some(end));
         Ok(Sealed {
+            journal: self.journal.clone(),
             segment: self.segment,
             file: self.file.clone(),
             start: self.start,
             len: self.len,
+            void_header: record_header(VOID_MAGIC, self.generation, self.len, crc, &json),
         })
+    }
+}
+
+impl Sealed {
+    /// The index refused its instance: void the record (best effort; should it survive a crash,
+    /// it is replayed as a stored instance, which the sender's retry then finds as a duplicate).
+    fn retract(self) {
+        self.file.write_all_at(&self.void_header, self.start).ok();
+        if let Ok(mut pool) = self.journal.pool.lock()
+            && let Some(s) = pool.segments.get_mut(self.segment)
+        {
+            s.live = s.live.saturating_sub(1);
+        }
     }
 }
 
@@ -910,7 +940,6 @@ impl Store {
         if let Some(existing) = self.duplicate_of(m)? {
             return Ok(Committed::Duplicate(existing));
         }
-        let journal = writer.journal.clone();
         let jdir = self.root.join(DIR);
         // Sealed without holding the index, so that concurrent associations sync side by side.
         let sealed = writer.seal(m).map_err(io(&jdir))?;
@@ -923,11 +952,12 @@ impl Store {
         })();
         match indexed {
             Ok(()) => {
+                let journal = sealed.journal.clone();
                 journal.enqueue(sealed, path.clone(), m.sop_instance_uid.clone());
                 Ok(Committed::Stored(path))
             }
             Err(e) => {
-                journal.retract(&sealed);
+                sealed.retract();
                 // The same instance, sent on two associations at once: the other one won.
                 match self.duplicate_of(m)? {
                     Some(existing) => Ok(Committed::Duplicate(existing)),
@@ -981,12 +1011,19 @@ mod tests {
         assert_eq!(parse_segment_header(&bad), None);
 
         let json = serde_json::to_vec(&meta("1.2.3.4.5")).expect("json");
-        let r = record_header(9, 1234, 0xdead_beef, &json);
-        let (len, crc, m) = parse_record_header(&r, 9).expect("valid");
+        let r = record_header(RECORD_MAGIC, 9, 1234, 0xdead_beef, &json);
+        let h = parse_record_header(&r, 9).expect("valid");
         assert_eq!(
-            (len, crc, m.sop_instance_uid.as_str()),
-            (1234, 0xdead_beef, "1.2.3.4.5")
+            (
+                h.len,
+                h.payload_crc,
+                h.meta.sop_instance_uid.as_str(),
+                h.void
+            ),
+            (1234, 0xdead_beef, "1.2.3.4.5", false)
         );
+        let v = record_header(VOID_MAGIC, 9, 1234, 0xdead_beef, &json);
+        assert!(parse_record_header(&v, 9).expect("valid").void);
         assert!(
             parse_record_header(&r, 10).is_none(),
             "an old generation is not valid"
@@ -1113,5 +1150,42 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).expect("reopen");
         assert_eq!(store.counts().expect("counts").instances, 1);
+    }
+
+    #[test]
+    fn a_voided_record_does_not_hide_the_records_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let later = payload(50_000, 4);
+        {
+            let store = store_with_journal(dir.path());
+            store.journal().expect("journal").pause();
+            // Sealed, then refused by the index (as when a concurrent association won).
+            let mut w = writer(&store);
+            let segment = w.segment;
+            w.write(&payload(30_000, 2)).expect("write");
+            w.seal(&meta("1.2.3.4.60")).expect("seal").retract();
+            let mut w = writer(&store);
+            assert_eq!(w.segment, segment, "the next record is in the same segment");
+            w.write(&later).expect("write");
+            store
+                .commit_journaled(w, &meta("1.2.3.4.61"))
+                .expect("commit");
+            store
+                .conn()
+                .expect("db")
+                .execute("DELETE FROM instances", [])
+                .expect("delete");
+            // Dropped without a clean stop; the paused materialiser never writes it.
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        let replayed = store
+            .instance_path("1.2.3.4.61")
+            .expect("query")
+            .expect("the record after the voided one is replayed");
+        assert_eq!(std::fs::read(replayed).expect("spool file"), later);
+        assert!(
+            store.instance_path("1.2.3.4.60").expect("query").is_none(),
+            "the voided record is not"
+        );
     }
 }
