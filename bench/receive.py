@@ -11,7 +11,10 @@ RUNS=N: runs (default 3). ONLY=pulmo or ONLY=storescp: one side alone (storescp 
 runs that follow pulmo nodes in the same script; alone, each side is unaffected by the other).
 ASSOC_CASES=1: the single-association case only. NODE_EXTRA: more lines for pulmo's [node] table.
 STORESCP_PDU: storescp's --max-pdu (default 65536, pulmo's default max_pdu_length).
-PULMO=path: another pulmo binary (to compare two builds, one after the other)."""
+PULMO=path: another pulmo binary. PULMO_B=path: A/B mode, two pulmo builds (PULMO, or this checkout's,
+against PULMO_B) instead of pulmo against storescp, their order swapped every run, and the median of
+the per-run ratios (A time / B time) as well as the medians: on a noisy machine, paired runs show
+a 5 % change that two separate sets of medians cannot."""
 import os
 import resource
 import pathlib
@@ -25,6 +28,8 @@ import time
 
 root = pathlib.Path(__file__).resolve().parent.parent
 pulmo = pathlib.Path(os.environ.get("PULMO", root / "target/release/pulmo"))
+pulmo_b = pathlib.Path(os.environ["PULMO_B"]) if os.environ.get("PULMO_B") else None
+binaries = {"pulmo": pulmo, "pulmo-b": pulmo_b}
 runs = int(os.environ.get("RUNS", "3"))
 env = dict(os.environ, TCP_NODELAY="1")
 work = pathlib.Path(tempfile.mkdtemp())
@@ -81,11 +86,11 @@ def send(port, aet, dirs):
 
 def node(kind, port, out):
     out.mkdir(parents=True)
-    if kind == "pulmo":
+    if kind.startswith("pulmo"):
         cfg = out / "pulmo.toml"
         cfg.write_text(f'[node]\nport = {port}\n{os.environ.get("NODE_EXTRA", "")}\n[storage]\ndata_dir = "{out / "data"}"\n'
                        f'[http]\nport = {free_port()}\n')
-        cmd = [pulmo, "--config", cfg, "serve"]
+        cmd = [binaries[kind], "--config", cfg, "serve"]
     else:
         # The same largest PDU as pulmo's default (storescp's own default is 16 KiB, which makes
         # storescu send four times as many PDUs).
@@ -94,7 +99,7 @@ def node(kind, port, out):
     p = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", out / "rss", *map(str, cmd)], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
-    if kind == "pulmo":
+    if kind.startswith("pulmo"):
         # The journal's first segments are made when the node starts (a node that has run before
         # has them already): measure the steady state.
         for _ in range(200):
@@ -132,13 +137,16 @@ try:
         quarters.append(d)
     res = {}
     cpus = {}
+    cases = [(1, [study / "dicom"]), (4, quarters)][:int(os.environ.get("ASSOC_CASES", "2"))]
+    if pulmo_b:
+        sides = [("pulmo", "PULMO"), ("pulmo-b", "PULMO")]
+    else:
+        sides = [(k, a) for k, a in [("pulmo", "PULMO"), ("storescp", "STORESCP")]
+                 if not os.environ.get("ONLY") or os.environ["ONLY"] == k]
     for i in range(runs):
-        for kind, aet in [("pulmo", "PULMO"), ("storescp", "STORESCP")]:
-            if os.environ.get("ONLY") and os.environ["ONLY"] != kind:
-                res.setdefault((kind, 1), []).append((float("nan"), 0))
-                res.setdefault((kind, 4), []).append((float("nan"), 0))
-                continue
-            for assocs, dirs in [(1, [study / "dicom"]), (4, quarters)][:int(os.environ.get("ASSOC_CASES", "2"))]:
+        # A/B: the order swapped every run, so that a drift of the machine favours neither.
+        for kind, aet in (sides if not pulmo_b or i % 2 == 0 else sides[::-1]):
+            for assocs, dirs in cases:
                 out = work / f"{kind}-{assocs}-{i}"
                 port = free_port()
                 p = node(kind, port, out)
@@ -156,22 +164,34 @@ try:
                 res.setdefault((kind, assocs), []).append((secs, rss))
                 cpus.setdefault((kind, assocs), []).append(cpu)
                 cpus.setdefault((f"storescu to {kind}", assocs), []).append(sender)
-    for assocs in (1, 4)[:int(os.environ.get("ASSOC_CASES", "2"))]:
-        pairs = zip(res[("pulmo", assocs)], res[("storescp", assocs)])
-        print(f"{assocs} association(s), each run pulmo / storescp s:",
-              ", ".join(f"{p:.2f}/{d:.2f}" for (p, _), (d, _) in pairs))
-        for kind in ("pulmo", "storescp", "storescu to pulmo", "storescu to storescp"):
+    kinds = [k for k, _ in sides]
+    for assocs, _ in cases:
+        print(f"{assocs} association(s), each run " + " / ".join(kinds) + " s:",
+              ", ".join("/".join(f"{res[k, assocs][i][0]:.2f}" for k in kinds) for i in range(runs)))
+        for kind in kinds + [f"storescu to {k}" for k in kinds]:
             if cpus.get((kind, assocs)):
                 print(f"  {kind} CPU (user + system) s, median of {len(cpus[kind, assocs])}: "
                       f"{statistics.median(cpus[kind, assocs]):.3f} (runs: "
                       + ", ".join(f"{c:.2f}" for c in cpus[kind, assocs]) + ")")
     print(f"\nStudy: {len(files)} files, {size_mb:.0f} MB. {runs} runs, medians.\n")
-    print("| associations | pulmo (durable) | storescp | storescp time / pulmo time | pulmo peak RSS |")
-    print("| --- | --- | --- | --- | --- |")
-    for assocs in (1, 4)[:int(os.environ.get("ASSOC_CASES", "2"))]:
-        p = statistics.median(s for s, _ in res[("pulmo", assocs)])
-        d = statistics.median(s for s, _ in res[("storescp", assocs)])
-        rss = statistics.median(r for _, r in res[("pulmo", assocs)])
-        print(f"| {assocs} | {p:.2f} s ({size_mb / p:.0f} MB/s) | {d:.2f} s ({size_mb / d:.0f} MB/s) | {d / p:.2f} | {rss:.0f} MiB |")
+    if pulmo_b:
+        print(f"A = {pulmo}, B = {pulmo_b}\n")
+        print("| associations | A | B | A time / B time, median of the paired runs | A CPU | B CPU |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for assocs, _ in cases:
+            a = [t for t, _ in res["pulmo", assocs]]
+            b = [t for t, _ in res["pulmo-b", assocs]]
+            ratio = statistics.median(x / y for x, y in zip(a, b))
+            print(f"| {assocs} | {statistics.median(a):.3f} s | {statistics.median(b):.3f} s | {ratio:.3f} "
+                  f"| {statistics.median(cpus['pulmo', assocs]):.3f} s | {statistics.median(cpus['pulmo-b', assocs]):.3f} s |")
+    else:
+        print("| associations | pulmo (durable) | storescp | storescp time / pulmo time | pulmo peak RSS |")
+        print("| --- | --- | --- | --- | --- |")
+        med = lambda k, assocs, f: statistics.median(f(x) for x in res[k, assocs]) if (k, assocs) in res else float("nan")  # noqa: E731
+        for assocs, _ in cases:
+            p = med("pulmo", assocs, lambda x: x[0])
+            d = med("storescp", assocs, lambda x: x[0])
+            rss = med("pulmo", assocs, lambda x: x[1])
+            print(f"| {assocs} | {p:.2f} s ({size_mb / p:.0f} MB/s) | {d:.2f} s ({size_mb / d:.0f} MB/s) | {d / p:.2f} | {rss:.0f} MiB |")
 finally:
     shutil.rmtree(work, ignore_errors=True)
