@@ -629,7 +629,13 @@ fn finish_store(store: &Store, p: Pending, calling: &str) -> Result<Committed, (
     };
     match sink {
         Sink::Discard => discard((status::OUT_OF_RESOURCES, "no spool file".into())),
-        Sink::Journal(writer) => {
+        Sink::Journal(mut writer) => {
+            writer.finish_payload().map_err(|e| {
+                (
+                    status::OUT_OF_RESOURCES,
+                    format!("cannot write to the journal: {e}"),
+                )
+            })?;
             // The whole instance is parsed, pixel data included, so that a truncated or garbled
             // data set is refused here rather than found later by the analysis.
             let Some(bytes) = mem.as_deref() else {

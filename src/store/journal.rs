@@ -830,6 +830,22 @@ impl RecordWriter {
         self.write_through(data)
     }
 
+    /// The payload is complete: write what is gathered and start the writeback of the tail, so
+    /// that it goes to the disk while the caller parses the data set, and the seal's flush finds
+    /// only the header left to write.
+    pub fn finish_payload(&mut self) -> std::io::Result<()> {
+        self.flush()?;
+        if self.written > self.writeback_from {
+            super::start_writeback(
+                &self.file,
+                self.start + SLOT + self.writeback_from,
+                self.written - self.writeback_from,
+            );
+            self.writeback_from = self.written;
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
