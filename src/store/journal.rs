@@ -1061,7 +1061,14 @@ mod tests {
             let sop = format!("1.2.3.4.{i}");
             let data = payload(300_000 + i * 1000, i as u8);
             let mut w = writer(&store);
-            w.write(&data).expect("write");
+            // The last bytes are gathered, not yet written: the seal, or every other time
+            // `finish_payload` before it, must write them.
+            let tail = data.len() - 100;
+            w.write(&data[..tail]).expect("write");
+            w.write(&data[tail..]).expect("write");
+            if i % 2 == 1 {
+                w.finish_payload().expect("finish");
+            }
             let c = store.commit_journaled(w, &meta(&sop)).expect("commit");
             let Committed::Stored(path) = c else {
                 panic!("not stored: {c:?}")
