@@ -7,8 +7,9 @@ fsync. Run from the repository root after `make build`:
 
     build/venv/bin/python bench/receive.py
 
-RUNS=N: runs (default 3). ONLY=pulmo or ONLY=storescp: one side alone (storescp is slower in the
-runs that follow pulmo nodes in the same script; alone, each side is unaffected by the other).
+RUNS=N: runs (default 3). ONLY=pulmo or ONLY=storescp: one side alone (storescp has slow spells,
+some runs 2-3 times slower than others, with or without pulmo nodes in the same script: look at
+its single runs, not only at its median).
 ASSOC_CASES=1: the single-association case only. NODE_EXTRA: more lines for pulmo's [node] table.
 STORESCP_PDU: storescp's --max-pdu (default 65536, pulmo's default max_pdu_length).
 PULMO=path: another pulmo binary. PULMO_B=path: A/B mode, two pulmo builds (PULMO, or this checkout's,

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from nets import UNet3d  # noqa: E402
-from train import coarse_lobes, crop, dice_loss, scale  # noqa: E402
+from train import coarse_lobes, crop, dice_loss, positions, scale  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CACHE = ROOT / "build" / "train-cache"
@@ -94,13 +94,6 @@ def sample(s):
     probs = upsampled(s["coarse"], [a + b for a, b in zip(start, shift)], PATCH, shape)
     y = crop(s["lobes"], start, PATCH, 0).astype(np.int64)
     return np.concatenate([x, probs]), y
-
-
-def positions(n, p, o):
-    if n <= p:
-        return [0]
-    step = p - o
-    return sorted({i * step for i in range(n) if i * step + p < n} | {n - p})
 
 
 def refine_volume(net, s):

@@ -836,14 +836,19 @@ impl RecordWriter {
     pub fn finish_payload(&mut self) -> std::io::Result<()> {
         self.flush()?;
         if self.written > self.writeback_from {
-            super::start_writeback(
-                &self.file,
-                self.start + SLOT + self.writeback_from,
-                self.written - self.writeback_from,
-            );
-            self.writeback_from = self.written;
+            self.start_writeback_of_written();
         }
         Ok(())
+    }
+
+    /// Start the writeback of what was written since the last start.
+    fn start_writeback_of_written(&mut self) {
+        super::start_writeback(
+            &self.file,
+            self.start + SLOT + self.writeback_from,
+            self.written - self.writeback_from,
+        );
+        self.writeback_from = self.written;
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -858,16 +863,11 @@ impl RecordWriter {
     }
 
     fn write_through(&mut self, data: &[u8]) -> std::io::Result<()> {
-        let payload_at = self.start + SLOT;
-        self.file.write_all_at(data, payload_at + self.written)?;
+        self.file
+            .write_all_at(data, self.start + SLOT + self.written)?;
         self.written += data.len() as u64;
         if self.written - self.writeback_from >= WRITEBACK_CHUNK {
-            super::start_writeback(
-                &self.file,
-                payload_at + self.writeback_from,
-                self.written - self.writeback_from,
-            );
-            self.writeback_from = self.written;
+            self.start_writeback_of_written();
         }
         Ok(())
     }
