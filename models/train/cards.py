@@ -10,7 +10,7 @@ import sys
 import tomllib
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from evaluate import table  # noqa: E402
+from evaluate import breakdown, table  # noqa: E402
 from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING,  # noqa: E402
                   OPACITIES_PATCH, SEG_SPACING, TRAIN_SEEDS, WINDOW)
 
@@ -103,7 +103,7 @@ def real_ct_section(name):
     return "\n".join(lines)
 
 
-def card(name, manifest, summary, n, observations):
+def card(name, manifest, summary, rows, observations):
     m = tomllib.loads(manifest.read_text())
     return f"""# Model card: {m['name']} {m['version']}
 
@@ -134,7 +134,12 @@ CPU) on held-out phantoms whose seeds training never saw, every pattern and seve
 compares with the phantom's truth on the CT grid. The table covers the whole model set, since each
 number depends on more than one model (PLO needs lobes and opacities; AUC needs the opacities model's map).
 
-{table(summary, n)}
+{table(summary, len(rows))}
+
+Where the misses are, per case (CTSS split by the truth's score: a lobe with no opacity scores 0
+only if not one voxel of it is found opacified):
+
+{breakdown(rows)}
 
 {observations}
 
@@ -162,7 +167,7 @@ def main():
     notes = pathlib.Path(a.notes).read_text() if a.notes else ""
     for name in ("lobes", "opacities", "classifier"):
         manifest = ROOT / "models" / f"{name}.toml"
-        (ROOT / "models" / f"{name}.md").write_text(card(name, manifest, data["summary"], len(data["studies"]), notes))
+        (ROOT / "models" / f"{name}.md").write_text(card(name, manifest, data["summary"], data["studies"], notes))
         print(ROOT / "models" / f"{name}.md")
 
 
