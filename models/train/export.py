@@ -23,6 +23,7 @@ def training_data(name):
 
 
 def _save(net, dummy, path, input_name, dynamic):
+    net = net.cpu()  # trained on a GPU or not, exported from the CPU
     torch.onnx.export(net, dummy, str(path), opset_version=OPSET, input_names=[input_name],
                       output_names=["logits"], dynamic_axes=dynamic, dynamo=False)
     model = onnx.load(str(path))

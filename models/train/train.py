@@ -45,6 +45,15 @@ CONFIG = {
 }
 
 
+# Where the steps run: "cpu" (the stated times) or "cuda" (`--device cuda`, a GPU session).
+DEVICE = torch.device("cpu")
+
+
+def tensor(a):
+    """A numpy array as a tensor on DEVICE."""
+    return torch.from_numpy(np.ascontiguousarray(a)).to(DEVICE)
+
+
 def scale(ct):
     lo, hi = WINDOW
     return (np.clip(ct.astype(np.float32), lo, hi) - lo) / (hi - lo)
@@ -268,7 +277,7 @@ def lobes_dice(net, held):
     ds = []
     with torch.no_grad():
         for x, y in held:
-            p = net(torch.from_numpy(scale(x))[None, None]).argmax(1)[0].numpy()
+            p = net(tensor(scale(x))[None, None]).argmax(1)[0].cpu().numpy()
             t = y.argmax(0)
             ds.append([2 * ((p == c) & (t == c)).sum() / max(1, (p == c).sum() + (t == c).sum())
                        for c in range(1, 6)])
@@ -285,7 +294,7 @@ def train_lobes(cache, out, log, monitor=5):
     train, held = data[:-monitor] if monitor else data, data[-monitor:] if monitor else []
     rng = np.random.default_rng(20201124)
     torch.manual_seed(1234)
-    net = UNet3d(1, cfg["k"], cfg["widths"])
+    net = UNet3d(1, cfg["k"], cfg["widths"]).to(DEVICE)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=cfg["steps"], pct_start=0.15)
     t0 = time.time()
@@ -299,8 +308,8 @@ def train_lobes(cache, out, log, monitor=5):
         # pulmo samples the source CT with two taps per axis, the cache averaged more of it:
         # add back noise so that the model sees at least pulmo's noise level.
         noisy = x + rng.normal(0.0, rng.uniform(0.0, 15.0), size=x.shape).astype(np.float32)
-        xt = torch.from_numpy(scale(noisy))[None, None]
-        yt = torch.from_numpy(y)[None]
+        xt = tensor(scale(noisy))[None, None]
+        yt = tensor(y)[None]
         logits = net(xt)
         ce = F.cross_entropy(logits, yt)
         dl = soft_dice_loss(logits, yt)
@@ -309,7 +318,7 @@ def train_lobes(cache, out, log, monitor=5):
         loss.backward()
         opt.step()
         sched.step()
-        now = torch.stack([ce.detach(), dl.detach()]).numpy()
+        now = torch.stack([ce.detach(), dl.detach()]).cpu().numpy()
         running = now if running is None else 0.95 * running + 0.05 * now
         if step % 50 == 0 or step == cfg["steps"] - 1:
             extra = f" held-out Dice RUL RML RLL LUL LLL {held_dice()}" if held and (step % 200 == 0 or step == cfg["steps"] - 1) else ""
@@ -331,8 +340,8 @@ def polish_lobes(net, train, cfg, rng, log, held_dice):
     for step in range(cfg["polish"]):
         x, y = train[int(rng.integers(len(train)))]
         noisy = x + rng.normal(0.0, rng.uniform(0.0, 15.0), size=x.shape).astype(np.float32)
-        logits = net(torch.from_numpy(scale(noisy))[None, None])
-        loss = F.cross_entropy(logits, torch.from_numpy(y)[None])
+        logits = net(tensor(scale(noisy))[None, None])
+        loss = F.cross_entropy(logits, tensor(y)[None])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -363,12 +372,12 @@ def train_opacities(cache, out, log, lobes_onnx=None, tune_from=None):
     rng = np.random.default_rng(20201124 + len(name))
     torch.manual_seed(1234)
     lung = cfg.get("lung_channel", False)
-    net = UNet3d(2 if lung else 1, cfg["k"], cfg["widths"])
+    net = UNet3d(2 if lung else 1, cfg["k"], cfg["widths"]).to(DEVICE)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=cfg["steps"], pct_start=0.1)
     t0 = time.time()
     if tune_from:
-        net.load_state_dict(torch.load(tune_from))
+        net.load_state_dict(torch.load(tune_from, map_location=DEVICE))
     else:
         seg_steps(name, net, opt, sched, studies, cfg, cfg["steps"], rng, log, t0)
         torch.save(net.state_dict(), pathlib.Path(cache) / f"{name}-main.pt")
@@ -401,8 +410,8 @@ def seg_steps(name, net, opt, sched, studies, cfg, n, rng, log, t0, predicted_sh
         if rng.random() < 0.5:
             # Opacities have no side: mirror left-right for more variety (lobes do have one).
             x, y = x[..., ::-1].copy(), y[..., ::-1].copy()
-        xt = torch.from_numpy(np.ascontiguousarray(x))[None]
-        yt = torch.from_numpy(y.astype(np.int64))[None]
+        xt = tensor(x)[None]
+        yt = tensor(y.astype(np.int64))[None]
         logits = net(xt)
         ce = F.cross_entropy(logits, yt)
         dl = dice_loss(logits, yt, cfg["k"])
@@ -411,7 +420,7 @@ def seg_steps(name, net, opt, sched, studies, cfg, n, rng, log, t0, predicted_sh
         loss.backward()
         opt.step()
         sched.step()
-        now = torch.stack([ce.detach(), dl.detach()]).numpy()
+        now = torch.stack([ce.detach(), dl.detach()]).cpu().numpy()
         running = now if running is None else 0.98 * running + 0.02 * now
         if step % 50 == 0 or step == n - 1:
             print(f"{label} step {step} ce {running[0]:.4f} dice-loss {running[1]:.4f} "
@@ -434,7 +443,7 @@ def train_classifier(cache, out, log, lobes_onnx=None, opacities_onnx=None):
     y_all = np.array([int(s["covid"]) for s in studies])
     rng = np.random.default_rng(20201125)
     torch.manual_seed(4321)
-    net = Classifier()
+    net = Classifier().to(DEVICE)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=1e-3)
     t0 = time.time()
     running = None
@@ -452,8 +461,8 @@ def train_classifier(cache, out, log, lobes_onnx=None, opacities_onnx=None):
             o[noise & (x[i, 0] < 0.3)] = 0.5
             o[(rng.random(o.shape) < 0.05)] = 0.0
             x[i, 0] += rng.normal(0, 0.01, size=x[i, 0].shape).astype(np.float32)
-        logits = net(torch.from_numpy(np.ascontiguousarray(x)))
-        loss = F.cross_entropy(logits, torch.from_numpy(y_all[idx]))
+        logits = net(tensor(x))
+        loss = F.cross_entropy(logits, tensor(y_all[idx]))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -475,7 +484,9 @@ if __name__ == "__main__":
     ap.add_argument("--lobes", help="opacities: the lobes model (ONNX) whose lung mask the second phase is given")
     ap.add_argument("--opacities", help="classifier: the opacities model (ONNX) whose maps it learns from")
     ap.add_argument("--tune-from", help="opacities: run only the second phase, from these saved first-phase weights")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda in a GPU session (not bit-identical to cpu)")
     a = ap.parse_args()
+    DEVICE = torch.device(a.device)
     if a.smoke:
         for cfg in CONFIG.values():
             cfg["steps"] = 3
@@ -497,11 +508,11 @@ if __name__ == "__main__":
             # Only the polish, from saved main-run weights (to try the polish without the main run).
             cfg = CONFIG["lobes"]
             data = [coarse_lobes(s) for s in load(a.cache, ["ct", "lobes"])]
-            net = UNet3d(1, cfg["k"], cfg["widths"])
+            net = UNet3d(1, cfg["k"], cfg["widths"]).to(DEVICE)
             if a.polish_from.endswith(".onnx"):
                 load_onnx_weights(net, a.polish_from)
             else:
-                net.load_state_dict(torch.load(a.polish_from))
+                net.load_state_dict(torch.load(a.polish_from, map_location=DEVICE))
             held = data[-5:]
 
             def held_dice():
