@@ -19,14 +19,13 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import data  # noqa: E402
 import export  # noqa: E402
 from nets import UNet3d  # noqa: E402
-from train import (CONFIG, crop, dice_loss, jitter_mask, load, load_onnx_weights,  # noqa: E402
-                   predicted_lungs, sample_patch, scale)
+from train import (CONFIG, crop, jitter_mask, load, load_onnx_weights, predicted_lungs,  # noqa: E402
+                   sample_patch, scale, seg_step)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -105,17 +104,7 @@ def main():
                                 predicted_share=cfg["predicted_share"])
         if rng.random() < 0.5:
             x, y = x[..., ::-1].copy(), y[..., ::-1].copy()
-        xt = torch.from_numpy(np.ascontiguousarray(x))[None]
-        yt = torch.from_numpy(y.astype(np.int64))[None]
-        logits = net(xt)
-        ce = F.cross_entropy(logits, yt)
-        dl = dice_loss(logits, yt, cfg["k"])
-        loss = ce + dl
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        now = np.array([ce.item(), dl.item()])
+        now = seg_step(net, opt, sched, x, y, cfg["k"])
         running = now if running is None else 0.98 * running + 0.02 * now
         if step % 50 == 0 or step == a.steps - 1:
             print(f"negatives step {step} ce {running[0]:.4f} dice-loss {running[1]:.4f} "

@@ -6,7 +6,6 @@ Deterministic: every random draw comes from seeded generators (numpy, torch), an
 fixed, so a rerun on the same machine gives the same weights.
 """
 import argparse
-import glob
 import json
 import pathlib
 import time
@@ -399,6 +398,22 @@ def train_opacities(cache, out, log, lobes_onnx=None, tune_from=None):
                         channels=["ct", "lung"] if lung else ["ct"])
 
 
+def seg_step(net, opt, sched, x, y, k):
+    """One gradient step of a segmentation U-Net on patch `x` (channels first), labels `y`;
+    returns the cross-entropy and the Dice loss."""
+    xt = tensor(x)[None]
+    yt = tensor(y.astype(np.int64))[None]
+    logits = net(xt)
+    ce = F.cross_entropy(logits, yt)
+    dl = dice_loss(logits, yt, k)
+    loss = ce + dl
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    sched.step()
+    return torch.stack([ce.detach(), dl.detach()]).cpu().numpy()
+
+
 def seg_steps(name, net, opt, sched, studies, cfg, n, rng, log, t0, predicted_share=0.0, label=None):
     lung = cfg.get("lung_channel", False)
     label = label or name
@@ -410,17 +425,7 @@ def seg_steps(name, net, opt, sched, studies, cfg, n, rng, log, t0, predicted_sh
         if rng.random() < 0.5:
             # Opacities have no side: mirror left-right for more variety (lobes do have one).
             x, y = x[..., ::-1].copy(), y[..., ::-1].copy()
-        xt = tensor(x)[None]
-        yt = tensor(y.astype(np.int64))[None]
-        logits = net(xt)
-        ce = F.cross_entropy(logits, yt)
-        dl = dice_loss(logits, yt, cfg["k"])
-        loss = ce + dl
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        now = torch.stack([ce.detach(), dl.detach()]).cpu().numpy()
+        now = seg_step(net, opt, sched, x, y, cfg["k"])
         running = now if running is None else 0.98 * running + 0.02 * now
         if step % 50 == 0 or step == n - 1:
             print(f"{label} step {step} ce {running[0]:.4f} dice-loss {running[1]:.4f} "
