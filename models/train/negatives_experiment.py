@@ -4,7 +4,7 @@
 
 Measured on held-out phantoms (models/train/README.md), the shipped opacities model 1.1.0 both
 misses the solid nodules (opacity Dice 0.28 on the nodules pattern: a 12 mm nodule at +13 HU came
-back background) and calls the thick hilar vessels consolidation (components of 1-3 cm3 at
+back background) and calls the thick hilar vessels consolidation (components of 0.2-1.3 cm3 at
 +30 HU deep in normal lungs), and in the small studies calls vessels that partial volume has made
 ground-glass-dense (-450 to -550 HU) ground-glass: to the model a dense blob in the lung is a
 vessel or a lesion by chance. Random opacity-centred patches rarely put a nodule or a vessel in

@@ -173,6 +173,14 @@ def axis_weights(start, p, n, overlap):
 def segment_like_pulmo(session, ct, lung, patch, overlap):
     """Opacity labels of one cached study as pulmo computes them: overlapping patches (only those
     holding lung), softmax blended with pulmo's weights, argmax, kept inside the lung."""
+    acc, wsum = blend_like_pulmo(session, ct, lung, patch, overlap)
+    labels = acc.argmax(0).astype(np.uint8)
+    labels[(wsum == 0) | ~lung.astype(bool)] = 0
+    return labels
+
+
+def blend_like_pulmo(session, ct, lung, patch, overlap):
+    """The weighted sum of the patches' softmax (classes first) and the sum of the weights."""
     dims = ct.shape
     x = np.stack([scale(ct), lung.astype(np.float32)])
     acc = np.zeros((3,) + dims, np.float32)
@@ -195,9 +203,7 @@ def segment_like_pulmo(session, ct, lung, patch, overlap):
                      * axis_weights(xx, patch[2], dims[2], overlap)[None, None, : part.shape[3]])
                 acc[(slice(None),) + sl] += prob * w
                 wsum[sl] += w
-    labels = acc.argmax(0).astype(np.uint8)
-    labels[(wsum == 0) | ~lung.astype(bool)] = 0
-    return labels
+    return acc, wsum
 
 
 def predicted_opacity_maps(studies, lobes_onnx, opacities_onnx, cache):

@@ -1,0 +1,99 @@
+"""Where the opacities model's false positives are, and whether post-processing could remove them.
+
+    evaluate --seed-base 800000 --count 28 --keep DIR     # tuning studies, not the held-out set
+    misses.py DIR [--opacities models/opacities.onnx]
+
+For each kept study (phantom + pulmo's masks) it prints the false-positive components (size, HU,
+depth in the lung); then the CTSS agreement and opacity Dice that two post-processings would give:
+dropping opacity components under a minimum volume (on pulmo's masks, CT grid), and a stricter
+decision than the argmax (foreground probability over a threshold, the model run again as pulmo
+runs it, on the model grid). Needs scipy (in requirements.txt).
+"""
+import argparse
+import pathlib
+import sys
+
+import numpy as np
+import onnxruntime as ort
+from scipy import ndimage
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from data import read_ct, read_labels, resample_linear, resample_nearest, seg_dims  # noqa: E402
+from spec import OPACITIES_PATCH, SEG_OVERLAP  # noqa: E402
+from train import blend_like_pulmo  # noqa: E402
+
+VOLUMES_MM3 = [0, 30, 100, 300]
+THRESHOLDS = [0.5, 0.8, 0.9, 0.98]
+
+
+def ctss(p):
+    return 0 if p <= 0 else 1 if p < 5 else 2 if p <= 25 else 3 if p <= 50 else 4 if p <= 75 else 5
+
+
+def score(found, lobes, truth, truth_lobes, tally):
+    """Add one study's CTSS agreement (clean lobes, others) to `tally`; its opacity Dice or None."""
+    for k in range(1, 6):
+        pf = 100 * (found & (lobes == k)).sum() / max((lobes == k).sum(), 1)
+        pt = 100 * (truth & (truth_lobes == k)).sum() / max((truth_lobes == k).sum(), 1)
+        tally[0 if ctss(pt) == 0 else 1].append(ctss(pf) == ctss(pt))
+    return 2 * (found & truth).sum() / (found.sum() + truth.sum()) if truth.any() else None
+
+
+def report(name, tallies, dices):
+    for key in tallies:
+        clean, other = tallies[key]
+        print(f"{name} {key}: CTSS equal {100 * (sum(clean) + sum(other)) / (len(clean) + len(other)):.1f} % "
+              f"(clean lobes {sum(clean)} / {len(clean)}, others {sum(other)} / {len(other)}), "
+              f"opacity Dice {np.mean(dices[key]):.3f}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("keep")
+    ap.add_argument("--opacities", default=str(pathlib.Path(__file__).resolve().parents[1] / "opacities.onnx"))
+    a = ap.parse_args()
+    session = ort.InferenceSession(a.opacities, providers=["CPUExecutionProvider"])
+    by_volume = {v: ([], []) for v in VOLUMES_MM3}
+    by_threshold = {t: ([], []) for t in THRESHOLDS}
+    dice_v = {v: [] for v in VOLUMES_MM3}
+    dice_t = {t: [] for t in THRESHOLDS}
+    for d in sorted(pathlib.Path(a.keep).iterdir()):
+        hu, spacing = read_ct(d / "study" / "dicom")
+        found = read_labels(d / "out" / "opacities.nii.gz") > 0
+        lobes = read_labels(d / "out" / "lobes.nii.gz")
+        truth = read_labels(d / "study" / "truth" / "opacities.nii.gz") > 0
+        truth_lobes = read_labels(d / "study" / "truth" / "lobes.nii.gz")
+        voxel = float(np.prod(spacing))
+        depth = ndimage.distance_transform_edt(lobes > 0, sampling=spacing)
+        comps, n = ndimage.label(found)
+        idx = range(1, n + 1)
+        size = np.asarray(ndimage.sum(found, comps, idx))
+        hits = np.asarray(ndimage.sum(truth, comps, idx))
+        fp = [(s * voxel, m, dm) for s, h, m, dm in zip(size, hits, ndimage.mean(hu, comps, idx),
+                                                         ndimage.maximum(depth, comps, idx)) if h == 0]
+        fp.sort(reverse=True)
+        print(f"{d.name}: {len(fp)} false-positive components, largest "
+              + ", ".join(f"{v:.0f} mm3 at {m:.0f} HU, {dm:.0f} mm deep" for v, m, dm in fp[:3]), flush=True)
+        for v in VOLUMES_MM3:
+            kept = np.concatenate([[False], size * voxel >= v])[comps]
+            r = score(kept, lobes, truth, truth_lobes, by_volume[v])
+            if r is not None:
+                dice_v[v].append(r)
+        dims = seg_dims(hu.shape, spacing)
+        ct = np.round(resample_linear(hu, dims)).astype(np.int16)
+        grid_lobes = resample_nearest(lobes, dims)
+        lung = grid_lobes > 0
+        acc, wsum = blend_like_pulmo(session, ct, lung, OPACITIES_PATCH, SEG_OVERLAP)
+        fg = np.where((wsum > 0) & lung, 1.0 - acc[0] / np.maximum(wsum, 1e-6), 0.0)
+        grid_truth = resample_nearest(truth.astype(np.uint8), dims) > 0
+        grid_truth_lobes = resample_nearest(truth_lobes, dims)
+        for t in THRESHOLDS:
+            r = score(fg > t, grid_lobes, grid_truth, grid_truth_lobes, by_threshold[t])
+            if r is not None:
+                dice_t[t].append(r)
+    report("minimum component volume (mm3, CT grid)", by_volume, dice_v)
+    report("foreground probability over (model grid)", by_threshold, dice_t)
+
+
+if __name__ == "__main__":
+    main()
