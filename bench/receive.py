@@ -7,9 +7,9 @@ fsync. Run from the repository root after `make build`:
 
     build/venv/bin/python bench/receive.py
 
-RUNS=N: runs (default 3). ONLY=pulmo or ONLY=storescp: one side alone (storescp has slow spells,
-some runs 2-3 times slower than others, with or without pulmo nodes in the same script: look at
-its single runs, not only at its median).
+RUNS=N: runs (default 3). ONLY=pulmo or ONLY=storescp: one side alone. Each run's files are
+deleted after it: kept, they made storescp's later runs 2-3 times slower (its data goes into
+page-cache pages new to the VM, slow to fill the first time; BENCHMARKS.md, "Receiving").
 ASSOC_CASES=1: the single-association case only. NODE_EXTRA: more lines for pulmo's [node] table.
 STORESCP_PDU: storescp's --max-pdu (default 65536, pulmo's default max_pdu_length).
 PULMO=path: another pulmo binary. PULMO_B=path: A/B mode, two pulmo builds (PULMO, or this checkout's,
@@ -162,6 +162,10 @@ try:
                 time.sleep(0.3)
                 cpu = cpu_of(pid) - before
                 rss = stop(p, out)
+                # Free what the run wrote: on this VM, page-cache pages the guest has not used
+                # lately are slow to fill the first time (host page faults; BENCHMARKS.md,
+                # "Receiving"), so a peer whose files pile up gets slower run after run.
+                shutil.rmtree(out, ignore_errors=True)
                 res.setdefault((kind, assocs), []).append((secs, rss))
                 cpus.setdefault((kind, assocs), []).append(cpu)
                 cpus.setdefault((f"storescu to {kind}", assocs), []).append(sender)
