@@ -630,19 +630,27 @@ fn finish_store(store: &Store, p: Pending, calling: &str) -> Result<Committed, (
     match sink {
         Sink::Discard => discard((status::OUT_OF_RESOURCES, "no spool file".into())),
         Sink::Journal(mut writer) => {
-            writer.finish_payload().map_err(|e| {
+            let Some(bytes) = mem.as_deref() else {
+                return Err((status::OUT_OF_RESOURCES, "data set not kept".into()));
+            };
+            // The identifiers, from the data set's start, go into the record's trailer, which is
+            // sent to the disk at once; the whole instance, pixel data included, is parsed
+            // meanwhile, so that a truncated or garbled data set is refused here rather than
+            // found later by the analysis (a refused record is voided).
+            let meta = meta(leading_identifiers(bytes, &transfer_syntax).map_err(unparsable)?)?;
+            writer.finish_payload(&meta).map_err(|e| {
                 (
                     status::OUT_OF_RESOURCES,
                     format!("cannot write to the journal: {e}"),
                 )
             })?;
-            // The whole instance is parsed, pixel data included, so that a truncated or garbled
-            // data set is refused here rather than found later by the analysis.
-            let Some(bytes) = mem.as_deref() else {
-                return Err((status::OUT_OF_RESOURCES, "data set not kept".into()));
-            };
             let ids = parse_in_memory(bytes, &transfer_syntax).map_err(unparsable)?;
-            let meta = meta(ids)?;
+            if ids != leading_identifiers_of(&meta) {
+                return Err((
+                    status::CANNOT_UNDERSTAND,
+                    "the data set's identifiers differ from its first reading".into(),
+                ));
+            }
             store.commit_journaled(writer, &meta).map_err(store_error)
         }
         Sink::File {
@@ -692,6 +700,7 @@ fn finish_store(store: &Store, p: Pending, calling: &str) -> Result<Committed, (
 }
 
 /// What the index needs from a received data set.
+#[derive(Debug, Default, PartialEq)]
 struct Identifiers {
     study_uid: String,
     series_uid: String,
@@ -709,6 +718,65 @@ fn parse_in_memory(fragments: &[Vec<u8>], transfer_syntax: &str) -> Result<Ident
     let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(Fragments::new(fragments), ts)
         .map_err(|e| e.to_string())?;
     Ok(identifiers(&obj))
+}
+
+/// The identifiers that `meta` was made of.
+fn leading_identifiers_of(meta: &InstanceMeta) -> Identifiers {
+    Identifiers {
+        study_uid: meta.study_uid.clone(),
+        series_uid: meta.series_uid.clone(),
+        sop_instance_uid: meta.sop_instance_uid.clone(),
+        modality: meta.modality.clone(),
+    }
+}
+
+/// The identifiers, read from the top level of the data set up to Series Instance UID: what the
+/// journal record's trailer needs, without parsing the rest (a few elements, not the pixel data).
+fn leading_identifiers(
+    fragments: &[Vec<u8>],
+    transfer_syntax: &str,
+) -> Result<Identifiers, String> {
+    use dicom_encoding::TransferSyntaxIndex;
+    use dicom_parser::dataset::{DataSetReader, DataToken};
+    use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+    let ts = TransferSyntaxRegistry
+        .get(transfer_syntax)
+        .ok_or_else(|| format!("unknown transfer syntax {transfer_syntax}"))?;
+    let mut reader =
+        DataSetReader::new_with_ts(Fragments::new(fragments), ts).map_err(|e| e.to_string())?;
+    let mut ids = Identifiers::default();
+    let mut depth = 0usize;
+    let mut value_of = None;
+    for token in &mut reader {
+        match token.map_err(|e| e.to_string())? {
+            DataToken::SequenceStart { tag, .. }
+                if depth == 0 && tag > tags::SERIES_INSTANCE_UID =>
+            {
+                break;
+            }
+            DataToken::SequenceStart { .. } => depth += 1,
+            DataToken::SequenceEnd => depth = depth.saturating_sub(1),
+            DataToken::PixelSequenceStart => break,
+            DataToken::ElementHeader(h) if depth == 0 => {
+                if h.tag > tags::SERIES_INSTANCE_UID {
+                    break;
+                }
+                value_of = Some(h.tag);
+            }
+            DataToken::PrimitiveValue(v) => {
+                let text = || v.to_str().trim_end_matches(['\0', ' ']).to_string();
+                match value_of.take() {
+                    Some(tags::SOP_INSTANCE_UID) => ids.sop_instance_uid = text(),
+                    Some(tags::MODALITY) => ids.modality = text(),
+                    Some(tags::STUDY_INSTANCE_UID) => ids.study_uid = text(),
+                    Some(tags::SERIES_INSTANCE_UID) => ids.series_uid = text(),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(ids)
 }
 
 /// Fragments read as one stream, without joining them (hand-written: std chains two readers only).
