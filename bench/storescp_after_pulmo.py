@@ -2,7 +2,12 @@
 the full-size study, each after a pulmo node that only made its journal (`segments`) or also
 received the study (`both`). Run from a folder holding the study as study/dicom after `make build`:
 
-    python3 bench/storescp_after_pulmo.py segments|both"""
+    python3 bench/storescp_after_pulmo.py segments|both
+
+The cause, found on 2026-12-02: page-cache pages this VM has not used lately are slow to fill the
+first time, and whatever was written before (pulmo's journal segments, earlier storescp output)
+and is still on the disk leaves storescp only such pages; bench/receive.py now deletes each run's
+files (BENCHMARKS.md, "storescp's slow spells, explained")."""
 import subprocess, time, os, sys, shutil, pathlib, signal
 import tempfile
 env=dict(os.environ, TCP_NODELAY="1")
