@@ -75,6 +75,8 @@ const START_LEN: usize = 8 + 4 + 8 + 8 + 4;
 /// Fixed part of a trailer before the metadata: magic, version, generation, nonce, the record's
 /// start, payload length, payload CRC, metadata length.
 const TRAILER_FIXED: usize = 8 + 4 + 8 + 8 + 8 + 8 + 4 + 4;
+/// Payload length, payload CRC and metadata length: the end of both fixed parts.
+const LENGTHS: usize = 8 + 4 + 4;
 /// A segment with less room than this takes no new record.
 const MIN_ROOM: u64 = 1 << 20;
 /// Records are written out to the spool once none has arrived for this long: writing them while
@@ -217,12 +219,7 @@ fn record_header(
     h.extend_from_slice(magic);
     h.extend_from_slice(&VERSION.to_le_bytes());
     h.extend_from_slice(&generation.to_le_bytes());
-    h.extend_from_slice(&len.to_le_bytes());
-    h.extend_from_slice(&payload_crc.to_le_bytes());
-    h.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-    h.extend_from_slice(meta);
-    let crc = crc32fast::hash(&h);
-    h.extend_from_slice(&crc.to_le_bytes());
+    push_record_fields(&mut h, len, payload_crc, meta);
     h
 }
 
@@ -235,29 +232,44 @@ struct RecordHeader {
 }
 
 fn parse_record_header(b: &[u8], generation: u64) -> Option<RecordHeader> {
-    let u32_at = |o: usize| {
-        b.get(o..o + 4)
-            .and_then(|s| s.try_into().ok())
-            .map(u32::from_le_bytes)
-    };
-    let u64_at = |o: usize| {
-        b.get(o..o + 8)
-            .and_then(|s| s.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
     let magic = b.get(..8)?;
     let void = magic == VOID_MAGIC;
-    if (magic != RECORD_MAGIC && !void) || u32_at(8)? != VERSION || u64_at(12)? != generation {
+    if (magic != RECORD_MAGIC && !void) || le_u32(b, 8)? != VERSION || le_u64(b, 12)? != generation
+    {
         return None;
     }
-    let len = u64_at(20)?;
-    let payload_crc = u32_at(28)?;
-    let meta_len = u32_at(32)? as usize;
-    let end = RECORD_FIXED.checked_add(meta_len)?;
-    if crc32fast::hash(b.get(..end)?) != u32_at(end)? {
+    parse_record_fields(b, RECORD_FIXED - LENGTHS, void)
+}
+
+fn le_u32(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4)?.try_into().ok().map(u32::from_le_bytes)
+}
+
+fn le_u64(b: &[u8], at: usize) -> Option<u64> {
+    b.get(at..at + 8)?.try_into().ok().map(u64::from_le_bytes)
+}
+
+/// The fields a version 1 header and a trailer end with: payload length, payload CRC,
+/// metadata length, metadata, and the CRC-32 of all that precedes it.
+fn push_record_fields(h: &mut Vec<u8>, len: u64, payload_crc: u32, meta: &[u8]) {
+    h.extend_from_slice(&len.to_le_bytes());
+    h.extend_from_slice(&payload_crc.to_le_bytes());
+    h.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    h.extend_from_slice(meta);
+    let crc = crc32fast::hash(h);
+    h.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// `push_record_fields`' fields, starting at `len_at`, read back and checked.
+fn parse_record_fields(b: &[u8], len_at: usize, void: bool) -> Option<RecordHeader> {
+    let len = le_u64(b, len_at)?;
+    let payload_crc = le_u32(b, len_at + 8)?;
+    let meta_at = len_at + 16;
+    let end = meta_at.checked_add(le_u32(b, len_at + 12)? as usize)?;
+    if crc32fast::hash(b.get(..end)?) != le_u32(b, end)? {
         return None;
     }
-    let meta = serde_json::from_slice(&b[RECORD_FIXED..end]).ok()?;
+    let meta = serde_json::from_slice(&b[meta_at..end]).ok()?;
     Some(RecordHeader {
         len,
         payload_crc,
@@ -305,51 +317,23 @@ fn trailer(magic: &[u8; 8], at: RecordAt, len: u64, payload_crc: u32, meta: &[u8
     h.extend_from_slice(&at.generation.to_le_bytes());
     h.extend_from_slice(&at.nonce.to_le_bytes());
     h.extend_from_slice(&at.start.to_le_bytes());
-    h.extend_from_slice(&len.to_le_bytes());
-    h.extend_from_slice(&payload_crc.to_le_bytes());
-    h.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-    h.extend_from_slice(meta);
-    let crc = crc32fast::hash(&h);
-    h.extend_from_slice(&crc.to_le_bytes());
+    push_record_fields(&mut h, len, payload_crc, meta);
     h
 }
 
 /// A valid trailer of the record `at`, voided or not (the same fields as a version 1 header).
 fn parse_trailer(b: &[u8], at: RecordAt) -> Option<RecordHeader> {
-    let u32_at = |o: usize| {
-        b.get(o..o + 4)
-            .and_then(|s| s.try_into().ok())
-            .map(u32::from_le_bytes)
-    };
-    let u64_at = |o: usize| {
-        b.get(o..o + 8)
-            .and_then(|s| s.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
     let magic = b.get(..8)?;
     let void = magic == VOID_MAGIC;
     if (magic != TRAILER_MAGIC && !void)
-        || u32_at(8)? != RECORD_V2
-        || u64_at(12)? != at.generation
-        || u64_at(20)? != at.nonce
-        || u64_at(28)? != at.start
+        || le_u32(b, 8)? != RECORD_V2
+        || le_u64(b, 12)? != at.generation
+        || le_u64(b, 20)? != at.nonce
+        || le_u64(b, 28)? != at.start
     {
         return None;
     }
-    let len = u64_at(36)?;
-    let payload_crc = u32_at(44)?;
-    let meta_len = u32_at(48)? as usize;
-    let end = TRAILER_FIXED.checked_add(meta_len)?;
-    if crc32fast::hash(b.get(..end)?) != u32_at(end)? {
-        return None;
-    }
-    let meta = serde_json::from_slice(&b[TRAILER_FIXED..end]).ok()?;
-    Some(RecordHeader {
-        len,
-        payload_crc,
-        meta,
-        void,
-    })
+    parse_record_fields(b, TRAILER_FIXED - LENGTHS, void)
 }
 
 /// Write `generation`'s header at the start of a segment and make it durable.
@@ -1248,6 +1232,27 @@ mod tests {
         }
     }
 
+    /// As after a crash that only the journal survived: the spool file and every index row gone.
+    fn keep_only_the_journal(store: &Store, spool_file: &Path) {
+        std::fs::remove_file(spool_file).ok();
+        store
+            .conn()
+            .expect("db")
+            .execute("DELETE FROM instances", [])
+            .expect("delete");
+    }
+
+    /// One record written, finished and committed: its spool path.
+    fn stored(store: &Store, data: &[u8], sop: &str) -> PathBuf {
+        let mut w = writer(store);
+        w.write(data).expect("write");
+        w.finish_payload(&meta(sop)).expect("finish");
+        match store.commit_journaled(w, &meta(sop)).expect("commit") {
+            Committed::Stored(path) => path,
+            other => panic!("not stored: {other:?}"),
+        }
+    }
+
     #[test]
     fn records_reach_their_spool_files_and_segments_are_reused() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1332,17 +1337,9 @@ mod tests {
         let path = {
             let store = store_with_journal(dir.path());
             store.journal().expect("journal").pause();
-            let mut w = writer(&store);
-            w.write(&data).expect("write");
-            w.finish_payload(&meta("1.2.3.4.77")).expect("finish");
+            let path = stored(&store, &data, "1.2.3.4.77");
             // An unsealed record (a transfer cut off) is never replayed.
             let mut cut = writer(&store);
-            let Committed::Stored(path) = store
-                .commit_journaled(w, &meta("1.2.3.4.77"))
-                .expect("commit")
-            else {
-                panic!("not stored")
-            };
             cut.write(&payload(5000, 9)).expect("write");
             std::mem::forget(cut);
             assert_eq!(store.counts().expect("counts").in_journal, 1);
@@ -1351,12 +1348,7 @@ mod tests {
             assert!(store.claim_job(0).expect("claim").is_none());
             // As after `kill -9` before the materialiser ran: the spool file and the index's
             // row are gone (the index lost it to a power cut), only the journal has it.
-            std::fs::remove_file(&path).ok();
-            store
-                .conn()
-                .expect("db")
-                .execute("DELETE FROM instances", [])
-                .expect("delete");
+            keep_only_the_journal(&store, &path);
             // Dropped without a clean stop; the paused materialiser never writes it.
             drop(store);
             path
@@ -1389,14 +1381,10 @@ mod tests {
             assert_eq!(w.segment, segment, "the next record is in the same segment");
             w.write(&later).expect("write");
             w.finish_payload(&meta("1.2.3.4.61")).expect("finish");
-            store
-                .commit_journaled(w, &meta("1.2.3.4.61"))
-                .expect("commit");
-            store
-                .conn()
-                .expect("db")
-                .execute("DELETE FROM instances", [])
-                .expect("delete");
+            let Ok(Committed::Stored(path)) = store.commit_journaled(w, &meta("1.2.3.4.61")) else {
+                panic!("not stored")
+            };
+            keep_only_the_journal(&store, &path);
             // Dropped without a clean stop; the paused materialiser never writes it.
         }
         let store = Store::open(dir.path()).expect("reopen");
@@ -1414,8 +1402,8 @@ mod tests {
     #[test]
     fn a_payload_holding_trailer_bytes_or_a_refused_record_does_not_mislead_recovery() {
         let dir = tempfile::tempdir().expect("tempdir");
-        // Slot-aligned copies of the trailer's magic inside the payload, one with this segment's
-        // generation: without the record's nonce none of them is its trailer.
+        // Slot-aligned copies of the trailer's magic inside the payload: recovery must read on
+        // past them to the record's own trailer.
         let mut data = payload(3 * SLOT as usize + 500, 6);
         for k in 0..4 {
             // The payload starts on a slot boundary of the file.
@@ -1425,27 +1413,14 @@ mod tests {
         let path = {
             let store = store_with_journal(dir.path());
             store.journal().expect("journal").pause();
-            let mut w = writer(&store);
-            w.write(&data).expect("write");
-            w.finish_payload(&meta("1.2.3.4.91")).expect("finish");
-            let Committed::Stored(path) = store
-                .commit_journaled(w, &meta("1.2.3.4.91"))
-                .expect("commit")
-            else {
-                panic!("not stored")
-            };
+            let path = stored(&store, &data, "1.2.3.4.91");
             // Then one refused after its trailer was written (as a data set that does not
             // parse), the last thing before the crash.
             let mut refused = writer(&store);
             refused.write(&payload(20_000, 8)).expect("write");
             refused.finish_payload(&meta("1.2.3.4.90")).expect("finish");
             drop(refused);
-            std::fs::remove_file(&path).ok();
-            store
-                .conn()
-                .expect("db")
-                .execute("DELETE FROM instances", [])
-                .expect("delete");
+            keep_only_the_journal(&store, &path);
             path
         };
         let store = Store::open(dir.path()).expect("reopen");
