@@ -824,3 +824,59 @@ fn identifiers(obj: &dicom_object::InMemDicomObject) -> Identifiers {
         modality: text(tags::MODALITY),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::value::DataSetSequence;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_encoding::TransferSyntaxIndex;
+    use dicom_object::InMemDicomObject;
+    use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+    #[test]
+    fn leading_identifiers_are_the_top_level_ones_and_match_the_whole_parse() {
+        let text = |tag, vr, s: &str| DataElement::new(tag, vr, PrimitiveValue::from(s));
+        // A sequence before Series Instance UID whose item holds one of its own, and an element
+        // after it (read at the top level, it would end the reading there).
+        let item = InMemDicomObject::from_element_iter([
+            text(tags::SERIES_INSTANCE_UID, VR::UI, "9.9.9"),
+            text(tags::INSTANCE_NUMBER, VR::IS, "5"),
+        ]);
+        let obj = InMemDicomObject::from_element_iter([
+            text(tags::SOP_INSTANCE_UID, VR::UI, "1.2.3.1"),
+            text(tags::MODALITY, VR::CS, "CT"),
+            DataElement::new(
+                tags::REFERENCED_SERIES_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::from(vec![item]),
+            ),
+            text(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3"),
+            text(tags::SERIES_INSTANCE_UID, VR::UI, "1.2.3.4"),
+            DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OW,
+                PrimitiveValue::U8(vec![7u8; 64].into()),
+            ),
+        ]);
+        let want = Identifiers {
+            study_uid: "1.2.3".into(),
+            series_uid: "1.2.3.4".into(),
+            sop_instance_uid: "1.2.3.1".into(),
+            modality: "CT".into(),
+        };
+        for ts_uid in [
+            uids::EXPLICIT_VR_LITTLE_ENDIAN,
+            uids::IMPLICIT_VR_LITTLE_ENDIAN,
+        ] {
+            let ts = TransferSyntaxRegistry.get(ts_uid).expect("known");
+            let mut bytes = Vec::new();
+            obj.write_dataset_with_ts(&mut bytes, ts).expect("write");
+            // Split at odd places, as PDVs may be.
+            let fragments: Vec<Vec<u8>> = bytes.chunks(7).map(<[u8]>::to_vec).collect();
+            let ids = leading_identifiers(&fragments, ts_uid).expect("read");
+            assert_eq!(ids, want, "{ts_uid}");
+            assert_eq!(parse_in_memory(&fragments, ts_uid).expect("parse"), ids);
+        }
+    }
+}
