@@ -98,10 +98,12 @@ async function main() {
     await page.waitForFunction(() => {
       const cs = window.cornerstone;
       return cs && cs.getEnabledElements && cs.getEnabledElements().length > 0;
-    }, null, { timeout: 120000, polling: 500 });
+    }, null, { timeout: 300000, polling: 500 });
     if (process.env.OHIF_MODE === "sr") {
       const thumb = page.locator('[data-cy^="study-browser-thumbnail"]', { hasText: process.env.OHIF_THUMB_TEXT || "SR" });
       await thumb.first().dblclick({ timeout: 60000 });
+      // Generous waits: the SR viewport first fetches every CT image from the PACS, and a slow
+      // spell of this 2-core machine once made that take over two minutes (2026-12-02).
       const result = await page.waitForFunction(() => {
         const ds = window.services && window.services.displaySetService;
         if (!ds) return null;
@@ -116,7 +118,7 @@ async function main() {
         const text = viewport.innerText;
         if (!measurements.some((m) => m.loaded) || !/Volume/.test(text)) return null;
         return { measurements, text };
-      }, null, { timeout: 120000, polling: 1000 });
+      }, null, { timeout: 300000, polling: 1000 });
       const value = await result.jsonValue();
       await page.waitForTimeout(1500);
       await page.screenshot({ path: screenshot });
@@ -177,7 +179,7 @@ async function main() {
       if (!total) return null;
       for (const st of Object.values(stats)) { st.x /= st.count; st.y /= st.count; st.z /= st.count; }
       return { labels, stats, slices: slices.length };
-    }, null, { timeout: 120000, polling: 1000 });
+    }, null, { timeout: 300000, polling: 1000 });
     const value = await result.jsonValue();
     await page.waitForTimeout(1500);
     await page.screenshot({ path: screenshot });
