@@ -4,9 +4,10 @@
     misses.py DIR [--opacities models/opacities.onnx]
 
 For each kept study (phantom + pulmo's masks) it prints the false-positive components (size, HU,
-depth in the lung); then the CTSS agreement and opacity Dice that two post-processings would give:
-dropping opacity components under a minimum volume (on pulmo's masks, CT grid), and a stricter
-decision than the argmax (foreground probability over a threshold, the model run again as pulmo
+depth in the lung); then the CTSS agreement and opacity Dice that three post-processings would
+give: dropping opacity components under a minimum volume, or thinner than a minimum inscribed
+radius (the largest ball that fits in the component, in in-plane voxels: vessel-like; both on
+pulmo's masks, CT grid), and a stricter decision than the argmax (foreground probability over a threshold, the model run again as pulmo
 runs it, on the model grid). Needs scipy (in requirements.txt).
 """
 import argparse
@@ -23,6 +24,7 @@ from spec import OPACITIES_PATCH, SEG_OVERLAP  # noqa: E402
 from train import blend_like_pulmo  # noqa: E402
 
 VOLUMES_MM3 = [0, 30, 100, 300]
+RADII_VOXELS = [0, 1.5, 2.5]
 THRESHOLDS = [0.5, 0.8, 0.9, 0.98]
 
 
@@ -56,6 +58,8 @@ def main():
     by_volume = {v: ([], []) for v in VOLUMES_MM3}
     by_threshold = {t: ([], []) for t in THRESHOLDS}
     dice_v = {v: [] for v in VOLUMES_MM3}
+    by_radius = {r: ([], []) for r in RADII_VOXELS}
+    dice_r = {r: [] for r in RADII_VOXELS}
     dice_t = {t: [] for t in THRESHOLDS}
     for d in sorted(pathlib.Path(a.keep).iterdir()):
         hu, spacing = read_ct(d / "study" / "dicom")
@@ -79,6 +83,13 @@ def main():
             r = score(kept, lobes, truth, truth_lobes, by_volume[v])
             if r is not None:
                 dice_v[v].append(r)
+        radius = np.asarray(ndimage.maximum(ndimage.distance_transform_edt(found, sampling=spacing),
+                                            comps, idx)) if n else np.zeros(0)
+        for r in RADII_VOXELS:
+            kept = np.concatenate([[False], radius >= r * min(spacing[1:]) - 1e-6])[comps]
+            s = score(kept, lobes, truth, truth_lobes, by_radius[r])
+            if s is not None:
+                dice_r[r].append(s)
         dims = seg_dims(hu.shape, spacing)
         ct = np.round(resample_linear(hu, dims)).astype(np.int16)
         grid_lobes = resample_nearest(lobes, dims)
@@ -92,6 +103,7 @@ def main():
             if r is not None:
                 dice_t[t].append(r)
     report("minimum component volume (mm3, CT grid)", by_volume, dice_v)
+    report("minimum inscribed radius (in-plane voxels, CT grid)", by_radius, dice_r)
     report("foreground probability over (model grid)", by_threshold, dice_t)
 
 
