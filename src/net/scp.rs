@@ -708,13 +708,18 @@ struct Identifiers {
     modality: String,
 }
 
+fn known_transfer_syntax(
+    uid: &str,
+) -> Result<&'static dicom_encoding::transfer_syntax::TransferSyntax, String> {
+    use dicom_encoding::TransferSyntaxIndex;
+    dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(uid)
+        .ok_or_else(|| format!("unknown transfer syntax {uid}"))
+}
+
 /// Parse a whole data set received in `transfer_syntax` (not deflated).
 fn parse_in_memory(fragments: &[Vec<u8>], transfer_syntax: &str) -> Result<Identifiers, String> {
-    use dicom_encoding::TransferSyntaxIndex;
-    use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-    let ts = TransferSyntaxRegistry
-        .get(transfer_syntax)
-        .ok_or_else(|| format!("unknown transfer syntax {transfer_syntax}"))?;
+    let ts = known_transfer_syntax(transfer_syntax)?;
     let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(Fragments::new(fragments), ts)
         .map_err(|e| e.to_string())?;
     Ok(identifiers(&obj))
@@ -736,12 +741,8 @@ fn leading_identifiers(
     fragments: &[Vec<u8>],
     transfer_syntax: &str,
 ) -> Result<Identifiers, String> {
-    use dicom_encoding::TransferSyntaxIndex;
     use dicom_parser::dataset::{DataSetReader, DataToken};
-    use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-    let ts = TransferSyntaxRegistry
-        .get(transfer_syntax)
-        .ok_or_else(|| format!("unknown transfer syntax {transfer_syntax}"))?;
+    let ts = known_transfer_syntax(transfer_syntax)?;
     let mut reader =
         DataSetReader::new_with_ts(Fragments::new(fragments), ts).map_err(|e| e.to_string())?;
     let mut ids = Identifiers::default();
