@@ -48,7 +48,7 @@ try:
     print("| --- | --- |")
     order = ["read", "lobes_resample", "lobes_model", "lobes_back_to_source", "lobes_postprocess",
              "opacities_resample", "opacities_model", "opacities_back_to_source", "opacities_postprocess",
-             "classifier", "measure"]
+             "classifier", "thin_opacities", "measure"]
     for k in order + sorted(set(stages) - set(order) - {"lobes", "opacities"}):
         if k in stages:
             print(f"| {k} | {statistics.median(stages[k]):.2f} |")

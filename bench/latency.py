@@ -163,7 +163,7 @@ def measure(base, uid, study_id, ct):
     stages = {k: float(v.rstrip("s\"")) for k, v in
               (t.split("=", 1) for t in line.split("stages=", 1)[1].strip('"').split() if "=" in t)}
     top = ["read", "lobes", "lobes_postprocess", "opacities", "opacities_postprocess", "classifier",
-           "measure", "seg"]
+           "thin_opacities", "measure", "seg"]
     latency = (stored_ms - last_ms) / 1000 - STABLE_S
     return {
         "latency": latency,

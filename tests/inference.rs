@@ -232,6 +232,29 @@ fn bad_manifests_are_refused_with_clear_messages() {
             Box::new(|t: String| t.replace("overlap = 4", "overlap = 40")),
             "overlap must be smaller",
         ),
+        (
+            "radius",
+            Box::new(|t: String| {
+                t.replace(
+                    "activation = \"softmax\"",
+                    "activation = \"softmax\"\nmin_inscribed_radius_voxels = 0.0",
+                )
+            }),
+            "min_inscribed_radius_voxels must be above 0",
+        ),
+        (
+            "radius-role",
+            Box::new(|t: String| {
+                t.replace("role = \"opacities\"", "role = \"lobes\"")
+                    .replace("\"ground_glass\"", "\"RUL\"")
+                    .replace("\"consolidation\"", "\"RML\"")
+                    .replace(
+                        "activation = \"softmax\"",
+                        "activation = \"softmax\"\nmin_inscribed_radius_voxels = 2.5",
+                    )
+            }),
+            "is for an opacities model",
+        ),
     ];
     // The lobes model runs first, so it cannot be given the lung mask.
     let path = variant(&m, "lung_gate", &tmp.path().join("lobes-lung"), |t| {

@@ -120,6 +120,12 @@ pub struct OutputSpec {
     pub activation: Activation,
     #[serde(default)]
     pub upsample: Upsample,
+    /// Opacities only: components (6-connected) in which no ball of this radius, in in-plane CT
+    /// voxels, fits are dropped after the classifier has seen them (`postprocess::
+    /// drop_thin_opacities`). Part of the model's contract: a model whose false positives are
+    /// thin says so here; absent, nothing is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_inscribed_radius_voxels: Option<f64>,
     /// Output channel index → pulmo label key ("background", "RUL", ..., "ground_glass",
     /// "consolidation"; for a classifier, "covid").
     pub labels: BTreeMap<String, String>,
@@ -220,6 +226,16 @@ impl Manifest {
                     self.role,
                     allowed.join(", ")
                 ));
+            }
+        }
+        if let Some(r) = self.output.min_inscribed_radius_voxels {
+            if self.role != Role::Opacities {
+                return Err("output.min_inscribed_radius_voxels is for an opacities model".into());
+            }
+            if !(r > 0.0 && r <= 20.0) {
+                return Err(
+                    "output.min_inscribed_radius_voxels must be above 0 and at most 20".into(),
+                );
             }
         }
         if self.role == Role::Covid && !self.output.labels.values().any(|v| v == "covid") {

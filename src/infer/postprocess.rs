@@ -1,5 +1,6 @@
 //! Cleaning model output on the source grid: the largest connected component of each lung,
-//! what the lungs enclose in 3D filled with the surrounding lobe, opacities kept inside the lungs.
+//! what the lungs enclose in 3D filled with the surrounding lobe, opacities kept inside the lungs
+//! and, where the opacities model's manifest asks, thin opacity components dropped.
 
 use std::collections::VecDeque;
 
@@ -292,6 +293,162 @@ pub fn opacities_inside_lungs(opacities: &mut [u8], lobes: &[u8]) {
     }
 }
 
+/// Squared distances along one line (Felzenszwalb & Huttenlocher's lower envelope of parabolas):
+/// `line[p]` becomes `min_q ((p - q)·step)² + line[q]`, infinite where every `line[q]` is.
+/// By hand: the one maintained Rust distance-transform crate found (`dt`) is isotropic and
+/// copies the whole volume into `IxDyn` arrays of `f64`.
+fn envelope_1d(line: &mut [f32], step: f32, sites: &mut Vec<(f32, f32)>, bounds: &mut Vec<f32>) {
+    // sites: (position, value) of the parabolas of the envelope; bounds[k]: where site k starts.
+    sites.clear();
+    bounds.clear();
+    for (q, &f) in line.iter().enumerate() {
+        if !f.is_finite() {
+            continue;
+        }
+        let xq = q as f32 * step;
+        while let (Some(&(xp, fp)), Some(&b)) = (sites.last(), bounds.last()) {
+            let meet = ((f + xq * xq) - (fp + xp * xp)) / (2.0 * (xq - xp));
+            if meet <= b {
+                sites.pop();
+                bounds.pop();
+            } else {
+                sites.push((xq, f));
+                bounds.push(meet);
+                break;
+            }
+        }
+        if sites.is_empty() {
+            sites.push((xq, f));
+            bounds.push(f32::NEG_INFINITY);
+        }
+    }
+    if sites.is_empty() {
+        return;
+    }
+    let mut k = 0;
+    for (p, d) in line.iter_mut().enumerate() {
+        let xp = p as f32 * step;
+        while k + 1 < sites.len() && bounds[k + 1] < xp {
+            k += 1;
+        }
+        let (xs, fs) = sites[k];
+        *d = (xp - xs) * (xp - xs) + fs;
+    }
+}
+
+/// Squared Euclidean distance (mm²) from each set voxel of `mask` (`[z][y][x]` of `dims`) to the
+/// nearest unset voxel of the volume; 0 on unset voxels. `spacing` is x, y, z in mm, as in
+/// `Geometry`. Outside the volume does not count as unset (as scipy's `distance_transform_edt`).
+fn squared_depth(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f32> {
+    let (nz, ny, nx) = (dims[0], dims[1], dims[2]);
+    let plane = ny * nx;
+    // Along z first, from the mask itself: slices to the nearest unset voxel, both ways.
+    let mut slices = vec![f32::INFINITY; mask.len()];
+    for z in 0..nz {
+        for i in 0..plane {
+            if !mask[z * plane + i] {
+                slices[z * plane + i] = 0.0;
+            } else if z > 0 {
+                slices[z * plane + i] = slices[(z - 1) * plane + i] + 1.0;
+            }
+        }
+    }
+    for z in (0..nz.saturating_sub(1)).rev() {
+        for i in 0..plane {
+            let below = slices[(z + 1) * plane + i] + 1.0;
+            if below < slices[z * plane + i] {
+                slices[z * plane + i] = below;
+            }
+        }
+    }
+    let sz = spacing[2] as f32;
+    let mut d: Vec<f32> = slices.into_iter().map(|n| (n * sz) * (n * sz)).collect();
+    // Then along y within each slice, then along x within each row.
+    let (sy, sx) = (spacing[1] as f32, spacing[0] as f32);
+    d.par_chunks_mut(plane).for_each(|slab| {
+        let (mut sites, mut bounds, mut column) = (Vec::new(), Vec::new(), vec![0.0; ny]);
+        for x in 0..nx {
+            for (y, c) in column.iter_mut().enumerate() {
+                *c = slab[y * nx + x];
+            }
+            envelope_1d(&mut column, sy, &mut sites, &mut bounds);
+            for (y, c) in column.iter().enumerate() {
+                slab[y * nx + x] = *c;
+            }
+        }
+    });
+    d.par_chunks_mut(nx).for_each(|row| {
+        envelope_1d(row, sx, &mut Vec::new(), &mut Vec::new());
+    });
+    d
+}
+
+/// Drop opacity components (6-connected, any opacity label) in which no ball of radius
+/// `min_radius_voxels` in-plane voxels fits: thin, tubular findings. On the phantoms the opacity
+/// model's false positives are vessel-like, and this is what separated them from true opacities
+/// best (models/train/misses.py; models/train/README.md has the figures).
+pub fn drop_thin_opacities(
+    opacities: &mut [u8],
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    min_radius_voxels: f64,
+) {
+    let (ny, nx) = (dims[1], dims[2]);
+    // The inscribed radius is the largest distance to outside the component; the search is
+    // limited to the box around all opacities, one voxel wider where the volume allows (outside
+    // that box everything is background, so no distance changes).
+    let Some((lo, hi)) = bounding_box(opacities, dims) else {
+        return;
+    };
+    let lo = lo.map(|v| v.saturating_sub(1));
+    let hi = [0, 1, 2].map(|a| (hi[a] + 2).min(dims[a]));
+    let sub = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
+    let mut mask = Vec::with_capacity(sub.iter().product());
+    for z in lo[0]..hi[0] {
+        for y in lo[1]..hi[1] {
+            let base = (z * ny + y) * nx;
+            mask.extend(opacities[base + lo[2]..base + hi[2]].iter().map(|&o| o > 0));
+        }
+    }
+    let depth = squared_depth(&mask, sub, spacing);
+    let (runs, roots) = run_components(&mask, sub);
+    let mut deepest = vec![0.0f32; runs.len()];
+    for (r, &root) in runs.iter().zip(&roots) {
+        let base = (r.z * sub[1] + r.y) * sub[2];
+        let m = depth[base + r.x0..base + r.x1]
+            .iter()
+            .fold(0.0f32, |a, &b| a.max(b));
+        let d = &mut deepest[root as usize];
+        *d = d.max(m);
+    }
+    let r = (min_radius_voxels * spacing[0].min(spacing[1])) as f32;
+    // The same tolerance as misses.py, so that a radius exactly on the limit is kept.
+    let limit = (r - 1e-6) * (r - 1e-6);
+    for (run, &root) in runs.iter().zip(&roots) {
+        if deepest[root as usize] < limit {
+            let base = ((run.z + lo[0]) * ny + run.y + lo[1]) * nx + lo[2];
+            opacities[base + run.x0..base + run.x1].fill(0);
+        }
+    }
+}
+
+/// Inclusive `[z, y, x]` corners of the box around the non-zero voxels, if any.
+fn bounding_box(labels: &[u8], dims: [usize; 3]) -> Option<([usize; 3], [usize; 3])> {
+    let (ny, nx) = (dims[1], dims[2]);
+    let mut b: Option<([usize; 3], [usize; 3])> = None;
+    for (row, values) in labels.chunks(nx).enumerate() {
+        let Some(x0) = values.iter().position(|&v| v > 0) else {
+            continue;
+        };
+        let x1 = values.iter().rposition(|&v| v > 0).unwrap_or(x0);
+        let (z, y) = (row / ny, row % ny);
+        let (lo, hi) = b.get_or_insert(([z, y, x0], [z, y, x1]));
+        *lo = [lo[0].min(z), lo[1].min(y), lo[2].min(x0)];
+        *hi = [hi[0].max(z), hi[1].max(y), hi[2].max(x1)];
+    }
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,5 +521,88 @@ mod tests {
         let mut l = vec![1, 1, 1, 0, 0, 2, 0];
         clean_lobes(&mut l, [1, 1, 7]);
         assert_eq!(l, vec![1, 1, 1, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn depth_is_the_exact_distance_to_the_nearest_unset_voxel() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let dims = [5, 6, 7];
+        let spacing = [0.7, 0.8, 2.5];
+        let mask: Vec<bool> = (0..5 * 6 * 7).map(|_| rng.random_bool(0.8)).collect();
+        let d = squared_depth(&mask, dims, spacing);
+        let at = |i: usize| [(i % 7) as f64, ((i / 7) % 6) as f64, (i / 42) as f64];
+        for (i, &m) in mask.iter().enumerate() {
+            let p = at(i);
+            let brute = (0..mask.len())
+                .filter(|&j| !mask[j])
+                .map(|j| {
+                    let q = at(j);
+                    (0..3)
+                        .map(|a| ((p[a] - q[a]) * spacing[a]).powi(2))
+                        .sum::<f64>()
+                })
+                .fold(f64::INFINITY, f64::min);
+            let want = if m { brute } else { 0.0 };
+            assert!(
+                (d[i] as f64 - want).abs() < 1e-3,
+                "voxel {i}: {} vs {want}",
+                d[i]
+            );
+        }
+    }
+
+    #[test]
+    fn depth_without_any_unset_voxel_is_infinite() {
+        let d = squared_depth(&[true; 8], [2, 2, 2], [1.0, 1.0, 1.0]);
+        assert!(d.iter().all(|v| v.is_infinite()));
+    }
+
+    #[test]
+    fn drops_thin_opacities_and_keeps_thick_ones_whole() {
+        // 9 × 20 × 30 at 1 × 1 × 1 mm: a tube 2 voxels wide along x (inscribed radius 1 voxel)
+        // and a 7 × 7 × 7 block (radius 4: its centre is 4 voxels from outside) of both labels.
+        let dims = [9, 20, 30];
+        let idx = |z: usize, y: usize, x: usize| (z * 20 + y) * 30 + x;
+        let mut o = vec![0u8; 9 * 20 * 30];
+        for x in 2..28 {
+            for (z, y) in [(1, 2), (1, 3), (2, 2), (2, 3)] {
+                o[idx(z, y, x)] = 1;
+            }
+        }
+        for z in 1..8 {
+            for y in 10..17 {
+                for x in 10..17 {
+                    o[idx(z, y, x)] = if x < 13 { 1 } else { 2 };
+                }
+            }
+        }
+        let before = o.clone();
+        drop_thin_opacities(&mut o, dims, [1.0, 1.0, 1.0], 2.5);
+        for (i, (&a, &b)) in before.iter().zip(&o).enumerate() {
+            let in_tube = (i / 30) % 20 < 5;
+            assert_eq!(b, if in_tube { 0 } else { a }, "voxel {i}");
+        }
+        // The block's radius is 4 voxels: a limit above it drops it too.
+        drop_thin_opacities(&mut o, dims, [1.0, 1.0, 1.0], 4.5);
+        assert!(o.iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn thin_means_in_plane_voxels_whatever_the_slice_spacing() {
+        // One slice of a 5 × 5 square: radius 3 in-plane voxels at 0.5 mm in-plane is 1.5 mm,
+        // reached in-plane (the square's centre) but not through 2.5 mm slices (one slice: no
+        // unset voxel above or below inside the volume).
+        let mut o = vec![0u8; 9 * 9];
+        for y in 2..7 {
+            for x in 2..7 {
+                o[y * 9 + x] = 2;
+            }
+        }
+        let kept = o.clone();
+        drop_thin_opacities(&mut o, [1, 9, 9], [0.5, 0.5, 2.5], 3.0);
+        assert_eq!(o, kept);
+        drop_thin_opacities(&mut o, [1, 9, 9], [0.5, 0.5, 2.5], 3.5);
+        assert!(o.iter().all(|&v| v == 0));
     }
 }

@@ -384,6 +384,12 @@ pub fn analyze(
     let t = Instant::now();
     let covid_probability = infer::classify_volume(&models.covid, &volume, &opacities)?;
     timed("classifier", t, progress);
+    // After the classifier: it learnt from the opacities model's maps as they come out of it.
+    if let Some(r) = models.opacities.manifest.output.min_inscribed_radius_voxels {
+        let t = Instant::now();
+        postprocess::drop_thin_opacities(&mut opacities, dims, g.spacing, r);
+        timed("thin_opacities", t, progress);
+    }
 
     progress.stage("measure");
     let t = Instant::now();
