@@ -12,7 +12,7 @@ import tomllib
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from evaluate import breakdown, table  # noqa: E402
 from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING,  # noqa: E402
-                  OPACITIES_PATCH, SEG_SPACING, TRAIN_SEEDS, WINDOW)
+                  OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_PATCH, SEG_SPACING, TRAIN_SEEDS, WINDOW)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -38,7 +38,10 @@ a first phase (4000 patch steps, one-cycle learning rate) the mask is the truth,
 at random; in a second phase (1500 steps) it is, 60 % of the time, the mask that the shipped lobes model
 gives on the training study, which runs a few millimetres into the diaphragm: the first phase had labelled
 that dense strip consolidation (2–3 % of a normal lower lobe). Output: softmax over 3 classes; pulmo keeps
-opacities inside the lobes mask only.""",
+opacities inside the lobes mask only, and, after the classifier has seen that map, drops each opacity component
+in which no ball of {OPACITIES_MIN_RADIUS_VOXELS} in-plane CT voxels fits (`min_inscribed_radius_voxels` in the
+manifest): the network's false positives are thin and vessel-like (models/train/README.md). Version 1.2.0 is
+the 1.1.0 network with that filter.""",
     "classifier": f"""A small 3D CNN (four strided convolutions, 12-24-32-48 channels, global mean and max pooling, plus
 four global statistics of the opacity map) that gives the probability of the COVID-19 pattern against other
 pneumonia patterns (lobar consolidation, nodules) and normal lungs. Input: two channels over the whole volume

@@ -7,12 +7,15 @@ import onnx
 import torch
 
 from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING,
-                  OPACITIES_PATCH, OPACITY_LABELS, SEG_OVERLAP, SEG_SPACING, TRAIN_SEEDS, WINDOW)
+                  OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_PATCH, OPACITY_LABELS, SEG_OVERLAP, SEG_SPACING,
+                  TRAIN_SEEDS, WINDOW)
 
 # Per model: a retrained model gets a new version, the SR names it.
 # classifier 1.2.0: learns from maps of studies the segmentation models never saw (1.1.0 was a
 # candidate, not shipped, that learnt from maps of their own training studies).
-VERSIONS = {"lobes": "1.0.0", "opacities": "1.1.0", "classifier": "1.2.0"}
+# opacities 1.2.0: the 1.1.0 weights; its manifest has pulmo drop thin components
+# (min_inscribed_radius_voxels), which changes what the SEG and the SR report.
+VERSIONS = {"lobes": "1.0.0", "opacities": "1.2.0", "classifier": "1.2.0"}
 OPSET = 17
 
 
@@ -95,7 +98,9 @@ def segmentation(net, name, out, training_s, steps, channels=("ct",)):
     inp = (f'name = "ct"\nlayout = "patch3d"\nspacing_mm = {_toml_list(SEG_SPACING)}\n'
            f'window = {_toml_list(WINDOW)}\npatch = {_toml_list(patch)}\noverlap = {SEG_OVERLAP}\nbatch = 1\n'
            f'channels = {_toml_list(list(channels))}')
-    _manifest(out, name, name, "segmentation", sha, what, inp, labels, _provenance(training_s, steps))
+    extra = f"\nmin_inscribed_radius_voxels = {OPACITIES_MIN_RADIUS_VOXELS}" if name == "opacities" else ""
+    _manifest(out, name, name, "segmentation", sha, what, inp, labels, _provenance(training_s, steps),
+              output_extra=extra)
 
 
 def classifier(net, out, training_s, steps):
