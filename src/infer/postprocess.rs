@@ -377,9 +377,10 @@ fn squared_depth(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f32>
             }
         }
     });
-    d.par_chunks_mut(nx).for_each(|row| {
-        envelope_1d(row, sx, &mut Vec::new(), &mut Vec::new());
-    });
+    d.par_chunks_mut(nx).for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(sites, bounds), row| envelope_1d(row, sx, sites, bounds),
+    );
     d
 }
 
