@@ -44,6 +44,16 @@ def score(found, lobes, truth, truth_lobes, tally):
     return 2 * (found & truth).sum() / (found.sum() + truth.sum()) if truth.any() else None
 
 
+def elongation(mask, spacing):
+    """Square root of the ratio of the two largest variances of the component's voxel positions (mm):
+    1 for a ball, large for a tube."""
+    pts = np.argwhere(mask) * np.asarray(spacing)
+    if len(pts) < 4:
+        return 1.0
+    ev = np.sort(np.linalg.eigvalsh(np.cov(pts.T)))[::-1]
+    return float(np.sqrt(ev[0] / max(ev[1], 1e-9)))
+
+
 def report(name, tallies, dices):
     for key in tallies:
         clean, other = tallies[key]
@@ -78,18 +88,22 @@ def main():
         idx = range(1, n + 1)
         size = np.asarray(ndimage.sum(found, comps, idx))
         hits = np.asarray(ndimage.sum(truth, comps, idx))
-        fp = [(s * voxel, m, dm) for s, h, m, dm in zip(size, hits, ndimage.mean(hu, comps, idx),
-                                                         ndimage.maximum(depth, comps, idx)) if h == 0]
+        radius = np.asarray(ndimage.maximum(ndimage.distance_transform_edt(found, sampling=spacing),
+                                            comps, idx)) if n else np.zeros(0)
+        fp = [(s * voxel, m, dm, r, i) for i, (s, h, m, dm, r) in enumerate(
+            zip(size, hits, ndimage.mean(hu, comps, idx), ndimage.maximum(depth, comps, idx), radius), 1)
+            if h == 0]
         fp.sort(reverse=True)
+        boxes = ndimage.find_objects(comps)
         print(f"{d.name}: {len(fp)} false-positive components, largest "
-              + ", ".join(f"{v:.0f} mm3 at {m:.0f} HU, {dm:.0f} mm deep" for v, m, dm in fp[:3]), flush=True)
+              + ", ".join(f"{v:.0f} mm3 at {m:.0f} HU, {dm:.0f} mm deep, radius {r:.1f} mm, elongation "
+                          f"{elongation(comps[boxes[i - 1]] == i, spacing):.1f}" for v, m, dm, r, i in fp[:3]),
+              flush=True)
         for v in VOLUMES_MM3:
             kept = np.concatenate([[False], size * voxel >= v])[comps]
             r = score(kept, lobes, truth, truth_lobes, by_volume[v])
             if r is not None:
                 dice_v[v].append(r)
-        radius = np.asarray(ndimage.maximum(ndimage.distance_transform_edt(found, sampling=spacing),
-                                            comps, idx)) if n else np.zeros(0)
         for r in RADII_VOXELS:
             kept = np.concatenate([[False], radius >= r * min(spacing[1:]) - 1e-6])[comps]
             s = score(kept, lobes, truth, truth_lobes, by_radius[r])
