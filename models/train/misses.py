@@ -4,7 +4,7 @@
     misses.py DIR [--opacities models/opacities.onnx]
 
 For each kept study (phantom + pulmo's masks) it prints the false-positive components (size, HU,
-depth in the lung); then the CTSS agreement and opacity Dice that three post-processings would
+depth in the lung, inscribed radius, elongation); then the CTSS agreement and opacity Dice that three post-processings would
 give: dropping opacity components under a minimum volume, or thinner than a minimum inscribed
 radius (the largest ball that fits in the component, in in-plane voxels: vessel-like; both on
 pulmo's masks, CT grid), and a stricter decision than the argmax (foreground probability over a threshold, the model run again as pulmo
