@@ -4,11 +4,12 @@
     misses.py DIR [--opacities models/opacities.onnx]
 
 For each kept study (phantom + pulmo's masks) it prints the false-positive components (size, HU,
-depth in the lung, inscribed radius, elongation); then the CTSS agreement and opacity Dice that three post-processings would
-give: dropping opacity components under a minimum volume, or thinner than a minimum inscribed
-radius (the largest ball that fits in the component, in in-plane voxels: vessel-like; both on
-pulmo's masks, CT grid), and a stricter decision than the argmax (foreground probability over a threshold, the model run again as pulmo
-runs it, on the model grid). Needs scipy (in requirements.txt).
+depth in the lung, inscribed radius, elongation); then the CTSS agreement and opacity Dice that
+three post-processings would give: dropping opacity components under a minimum volume, or thinner
+than a minimum inscribed radius (the largest ball that fits in the component, in in-plane voxels:
+vessel-like; also with a floor in mm), both on pulmo's masks, CT grid; and a stricter decision than
+the argmax (foreground probability over a threshold, the model run again as pulmo runs it, on the
+model grid). Needs scipy (in requirements.txt).
 """
 import argparse
 import pathlib
@@ -36,12 +37,19 @@ def ctss(p):
 
 
 def score(found, lobes, truth, truth_lobes, tally):
-    """Add one study's CTSS agreement (clean lobes, others) to `tally`; its opacity Dice or None."""
+    """Add one study's CTSS agreement (clean lobes, others) and, if it has opacities, its opacity
+    Dice to `tally` (three lists)."""
     for k in range(1, 6):
         pf = 100 * (found & (lobes == k)).sum() / max((lobes == k).sum(), 1)
         pt = 100 * (truth & (truth_lobes == k)).sum() / max((truth_lobes == k).sum(), 1)
         tally[0 if ctss(pt) == 0 else 1].append(ctss(pf) == ctss(pt))
-    return 2 * (found & truth).sum() / (found.sum() + truth.sum()) if truth.any() else None
+    if truth.any():
+        tally[2].append(2 * (found & truth).sum() / (found.sum() + truth.sum()))
+
+
+def table(keys):
+    """Per setting: CTSS agreement of clean lobes, of the others, opacity Dice per study."""
+    return {k: ([], [], []) for k in keys}
 
 
 def elongation(mask, spacing):
@@ -54,12 +62,11 @@ def elongation(mask, spacing):
     return float(np.sqrt(ev[0] / max(ev[1], 1e-9)))
 
 
-def report(name, tallies, dices):
-    for key in tallies:
-        clean, other = tallies[key]
+def report(name, tallies):
+    for key, (clean, other, dices) in tallies.items():
         print(f"{name} {key}: CTSS equal {100 * (sum(clean) + sum(other)) / (len(clean) + len(other)):.1f} % "
               f"(clean lobes {sum(clean)} / {len(clean)}, others {sum(other)} / {len(other)}), "
-              f"opacity Dice {np.mean(dices[key]):.3f}")
+              f"opacity Dice {np.mean(dices):.3f}")
 
 
 def main():
@@ -68,14 +75,8 @@ def main():
     ap.add_argument("--opacities", default=str(pathlib.Path(__file__).resolve().parents[1] / "opacities.onnx"))
     a = ap.parse_args()
     session = ort.InferenceSession(a.opacities, providers=["CPUExecutionProvider"])
-    by_volume = {v: ([], []) for v in VOLUMES_MM3}
-    by_threshold = {t: ([], []) for t in THRESHOLDS}
-    dice_v = {v: [] for v in VOLUMES_MM3}
-    by_radius = {r: ([], []) for r in RADII_VOXELS}
-    dice_r = {r: [] for r in RADII_VOXELS}
-    by_floor = {f: ([], []) for f in FLOORS_MM}
-    dice_f = {f: [] for f in FLOORS_MM}
-    dice_t = {t: [] for t in THRESHOLDS}
+    by_volume, by_radius, by_floor = table(VOLUMES_MM3), table(RADII_VOXELS), table(FLOORS_MM)
+    by_threshold = table(THRESHOLDS)
     for d in sorted(pathlib.Path(a.keep).iterdir()):
         hu, spacing = read_ct(d / "study" / "dicom")
         found = read_labels(d / "out" / "opacities.nii.gz") > 0
@@ -99,22 +100,16 @@ def main():
               + ", ".join(f"{v:.0f} mm3 at {m:.0f} HU, {dm:.0f} mm deep, radius {r:.1f} mm, elongation "
                           f"{elongation(comps[boxes[i - 1]] == i, spacing):.1f}" for v, m, dm, r, i in fp[:3]),
               flush=True)
+        def keep(components, tally):
+            score(np.concatenate([[False], components])[comps], lobes, truth, truth_lobes, tally)
+
+        pixel = min(spacing[1:])
         for v in VOLUMES_MM3:
-            kept = np.concatenate([[False], size * voxel >= v])[comps]
-            r = score(kept, lobes, truth, truth_lobes, by_volume[v])
-            if r is not None:
-                dice_v[v].append(r)
+            keep(size * voxel >= v, by_volume[v])
         for r in RADII_VOXELS:
-            kept = np.concatenate([[False], radius >= r * min(spacing[1:]) - 1e-6])[comps]
-            s = score(kept, lobes, truth, truth_lobes, by_radius[r])
-            if s is not None:
-                dice_r[r].append(s)
+            keep(radius >= r * pixel - 1e-6, by_radius[r])
         for f in FLOORS_MM:
-            kept = np.concatenate([[False], radius >= max(OPACITIES_MIN_RADIUS_VOXELS * min(spacing[1:]), f)
-                                   - 1e-6])[comps]
-            s = score(kept, lobes, truth, truth_lobes, by_floor[f])
-            if s is not None:
-                dice_f[f].append(s)
+            keep(radius >= max(OPACITIES_MIN_RADIUS_VOXELS * pixel, f) - 1e-6, by_floor[f])
         dims = seg_dims(hu.shape, spacing)
         ct = np.round(resample_linear(hu, dims)).astype(np.int16)
         grid_lobes = resample_nearest(lobes, dims)
@@ -124,14 +119,11 @@ def main():
         grid_truth = resample_nearest(truth.astype(np.uint8), dims) > 0
         grid_truth_lobes = resample_nearest(truth_lobes, dims)
         for t in THRESHOLDS:
-            r = score(fg > t, grid_lobes, grid_truth, grid_truth_lobes, by_threshold[t])
-            if r is not None:
-                dice_t[t].append(r)
-    report("minimum component volume (mm3, CT grid)", by_volume, dice_v)
-    report("minimum inscribed radius (in-plane voxels, CT grid)", by_radius, dice_r)
-    report(f"minimum inscribed radius {OPACITIES_MIN_RADIUS_VOXELS} in-plane voxels and at least (mm)",
-           by_floor, dice_f)
-    report("foreground probability over (model grid)", by_threshold, dice_t)
+            score(fg > t, grid_lobes, grid_truth, grid_truth_lobes, by_threshold[t])
+    report("minimum component volume (mm3, CT grid)", by_volume)
+    report("minimum inscribed radius (in-plane voxels, CT grid)", by_radius)
+    report(f"minimum inscribed radius {OPACITIES_MIN_RADIUS_VOXELS} in-plane voxels and at least (mm)", by_floor)
+    report("foreground probability over (model grid)", by_threshold)
 
 
 if __name__ == "__main__":
