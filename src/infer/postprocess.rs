@@ -398,11 +398,11 @@ pub fn drop_thin_opacities(
     // The inscribed radius is the largest distance to outside the component; the search is
     // limited to the box around all opacities, one voxel wider where the volume allows (outside
     // that box everything is background, so no distance changes).
-    let Some((lo, hi)) = bounding_box(opacities, dims) else {
+    let Some((lo, end)) = bounding_box(opacities, dims) else {
         return;
     };
     let lo = lo.map(|v| v.saturating_sub(1));
-    let hi = [0, 1, 2].map(|a| (hi[a] + 2).min(dims[a]));
+    let hi = [0, 1, 2].map(|a| (end[a] + 1).min(dims[a]));
     let sub = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
     let mut mask = Vec::with_capacity(sub.iter().product());
     for z in lo[0]..hi[0] {
@@ -433,7 +433,7 @@ pub fn drop_thin_opacities(
     }
 }
 
-/// Inclusive `[z, y, x]` corners of the box around the non-zero voxels, if any.
+/// The box around the non-zero voxels, if any: its first `[z, y, x]` and one past its last.
 fn bounding_box(labels: &[u8], dims: [usize; 3]) -> Option<([usize; 3], [usize; 3])> {
     let (ny, nx) = (dims[1], dims[2]);
     let mut b: Option<([usize; 3], [usize; 3])> = None;
@@ -441,11 +441,11 @@ fn bounding_box(labels: &[u8], dims: [usize; 3]) -> Option<([usize; 3], [usize; 
         let Some(x0) = values.iter().position(|&v| v > 0) else {
             continue;
         };
-        let x1 = values.iter().rposition(|&v| v > 0).unwrap_or(x0);
+        let x1 = values.iter().rposition(|&v| v > 0).unwrap_or(x0) + 1;
         let (z, y) = (row / ny, row % ny);
-        let (lo, hi) = b.get_or_insert(([z, y, x0], [z, y, x1]));
+        let (lo, end) = b.get_or_insert(([z, y, x0], [z + 1, y + 1, x1]));
         *lo = [lo[0].min(z), lo[1].min(y), lo[2].min(x0)];
-        *hi = [hi[0].max(z), hi[1].max(y), hi[2].max(x1)];
+        *end = [end[0].max(z + 1), end[1].max(y + 1), end[2].max(x1)];
     }
     b
 }
