@@ -198,6 +198,21 @@ fn tiled_inference_equals_whole_volume_inference() {
     assert!(max < 1e-5, "tiled and whole differ by {max}");
 }
 
+/// A lung border rule as the shipped lobes manifest has it, to append to a manifest.
+const BORDER: &str = "\n[output.lung_border]\nunsure = [0.2, 0.8]\nlung_below_hu = -400.0\n\
+    air_below_hu = -960.0\nwall_above_hu = -250.0\ndense_reach_voxels = 8\n";
+
+/// The threshold (opacities) manifest made a lobes one, upsampled linearly.
+fn as_linear_lobes(t: String) -> String {
+    t.replace("role = \"opacities\"", "role = \"lobes\"")
+        .replace("\"ground_glass\"", "\"RUL\"")
+        .replace("\"consolidation\"", "\"RML\"")
+        .replace(
+            "activation = \"softmax\"",
+            "activation = \"softmax\"\nupsample = \"linear\"",
+        )
+}
+
 #[test]
 fn bad_manifests_are_refused_with_clear_messages() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -254,6 +269,21 @@ fn bad_manifests_are_refused_with_clear_messages() {
                     )
             }),
             "is for an opacities model",
+        ),
+        (
+            "border-role",
+            Box::new(|t: String| t + BORDER),
+            "is for a lobes model",
+        ),
+        (
+            "border-unsure",
+            Box::new(|t: String| as_linear_lobes(t) + &BORDER.replace("[0.2, 0.8]", "[0.8, 0.2]")),
+            "unsure must be",
+        ),
+        (
+            "border-hu",
+            Box::new(|t: String| as_linear_lobes(t) + &BORDER.replace("-400.0", "-100.0")),
+            "air_below_hu < lung_below_hu <= wall_above_hu",
         ),
     ];
     // The lobes model runs first, so it cannot be given the lung mask.

@@ -6,8 +6,8 @@ import pathlib
 import onnx
 import torch
 
-from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING,
-                  OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_PATCH, OPACITY_LABELS, SEG_OVERLAP, SEG_SPACING,
+from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_MULTIPLE, LOBES_PATCH,
+                  LOBES_SPACING, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_PATCH, OPACITY_LABELS, SEG_OVERLAP, SEG_SPACING,
                   TRAIN_SEEDS, WINDOW)
 
 # Per model: a retrained model gets a new version, the SR names it.
@@ -15,7 +15,9 @@ from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_MULTIPLE, LOBES
 # candidate, not shipped, that learnt from maps of their own training studies).
 # opacities 1.2.0: the 1.1.0 weights; its manifest has pulmo drop thin components
 # (min_inscribed_radius_voxels), which changes what the SEG and the SR report.
-VERSIONS = {"lobes": "1.0.0", "opacities": "1.2.0", "classifier": "1.2.0"}
+# lobes 1.1.0: the 1.0.0 weights; its manifest has pulmo let the CT place the lungs' border
+# where the model is unsure (lung_border).
+VERSIONS = {"lobes": "1.1.0", "opacities": "1.2.0", "classifier": "1.2.0"}
 OPSET = 17
 
 
@@ -41,7 +43,8 @@ def _toml_list(values):
     return "[" + ", ".join(json.dumps(v) for v in values) + "]"
 
 
-def _manifest(path, name, role, task, sha, description, input_lines, labels, provenance, output_extra=""):
+def _manifest(path, name, role, task, sha, description, input_lines, labels, provenance, output_extra="",
+              output_tables=""):
     lab = "\n".join(f'"{i}" = "{v}"' for i, v in enumerate(labels))
     text = f'''# Written by models/train/export.py; see {name}.md (the model card).
 name = "pulmo-{name}"
@@ -60,7 +63,7 @@ description = "{description} Trained on synthetic data for integration and testi
 [output]
 name = "logits"
 activation = "softmax"{output_extra}
-
+{output_tables}
 [output.labels]
 {lab}
 '''
@@ -82,7 +85,14 @@ def lobes(net, out, training_s, steps):
            f'pad_to_multiple = {LOBES_MULTIPLE}\noverlap = 16\nbatch = 1')
     _manifest(out, "lobes", "lobes", "segmentation", sha,
               "3D U-Net on the whole chest at 3.2 x 3.2 x 5 mm: background and the five lung lobes.",
-              inp, LOBE_LABELS, _provenance(training_s, steps), output_extra='\nupsample = "linear"')
+              inp, LOBE_LABELS, _provenance(training_s, steps), output_extra='\nupsample = "linear"',
+              output_tables=_table("output.lung_border", LOBES_BORDER))
+
+
+def _table(name, values):
+    lines = "\n".join(f"{k} = {_toml_list(v) if isinstance(v, list) else json.dumps(v)}"
+                      for k, v in values.items())
+    return f"\n[{name}]\n{lines}\n"
 
 
 def segmentation(net, name, out, training_s, steps, channels=("ct",)):

@@ -16,6 +16,14 @@ WINDOW = (-1000.0, 400.0)
 LOBES_SPACING = (3.2, 3.2, 5.0)
 LOBES_PATCH = (96, 160, 160)
 LOBES_MULTIPLE = 8
+# Where the lobes model is unsure whether a CT voxel is lung (background probability 0.2-0.8),
+# pulmo lets the CT place the border (src/infer/border.rs): aerated voxels (-960 to -400 HU) join
+# the most probable lobe, dense ones (above -250 HU: chest wall, diaphragm; ground glass stays)
+# leave the lung unless dense lung the model is sure of lies within 8 in-plane voxels
+# (consolidation reaching the pleura, whose border the CT does not show). Chosen on 14 tuning
+# phantoms (seeds 800000-800013); see README.md.
+LOBES_BORDER = {"unsure": [0.2, 0.8], "lung_below_hu": -400.0, "air_below_hu": -960.0,
+                "wall_above_hu": -250.0, "dense_reach_voxels": 8}
 # Patch (z, y, x) the opacities model trains and runs on, with the overlap pulmo blends.
 OPACITIES_PATCH = (32, 96, 96)
 SEG_OVERLAP = 8

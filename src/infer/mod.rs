@@ -6,6 +6,7 @@
 //! - `run`: patches, slices and whole-volume runs, blending.
 //! - `postprocess`: connected components, holes, opacities inside the lungs.
 
+pub mod border;
 pub mod model;
 pub mod postprocess;
 pub mod resample;
@@ -211,7 +212,13 @@ pub fn segment_volume_timed(
     let labels = label_values(m)?;
     let out = match m.output.upsample {
         Upsample::Nearest => resample::labels_to_source(&probs, k, &grid, &labels),
-        Upsample::Linear => resample::labels_to_source_linear(&probs, k, &grid, &labels),
+        Upsample::Linear => resample::labels_to_source_linear(
+            &probs,
+            k,
+            &grid,
+            &labels,
+            m.output.lung_border.as_ref().map(|b| (b, &volume.hu[..])),
+        ),
     };
     times.back_s = t.elapsed().as_secs_f64();
     Ok((out, times))

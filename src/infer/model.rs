@@ -113,6 +113,22 @@ pub enum Upsample {
     Linear,
 }
 
+/// How the CT moves the lungs' border where a lobes model is unsure (`border::refine_slice`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LungBorder {
+    /// Background probabilities between which the model counts as unsure.
+    pub unsure: [f32; 2],
+    /// An unsure background voxel below this (and above `air_below_hu`) joins the lung.
+    pub lung_below_hu: f32,
+    /// Air of the airways and outside the body: never added.
+    pub air_below_hu: f32,
+    /// An unsure lung voxel above this leaves the lung, unless sure dense lung is near.
+    pub wall_above_hu: f32,
+    /// How near, in in-plane CT voxels (4-connected steps through dense lung).
+    pub dense_reach_voxels: usize,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
@@ -126,6 +142,10 @@ pub struct OutputSpec {
     /// thin says so here; absent, nothing is dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_inscribed_radius_voxels: Option<f64>,
+    /// Lobes only, with `upsample = "linear"`: where the model is unsure, the CT places the
+    /// lungs' border (`border::refine_slice`). Absent, the argmax stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lung_border: Option<LungBorder>,
     /// Output channel index → pulmo label key ("background", "RUL", ..., "ground_glass",
     /// "consolidation"; for a classifier, "covid").
     pub labels: BTreeMap<String, String>,
@@ -236,6 +256,25 @@ impl Manifest {
                 return Err(
                     "output.min_inscribed_radius_voxels must be above 0 and at most 20".into(),
                 );
+            }
+        }
+        if let Some(b) = &self.output.lung_border {
+            if self.role != Role::Lobes || self.output.upsample != Upsample::Linear {
+                return Err(
+                    "output.lung_border is for a lobes model with upsample = \"linear\"".into(),
+                );
+            }
+            let [lo, hi] = b.unsure;
+            if !(0.0 <= lo && lo < hi && hi <= 1.0) {
+                return Err("output.lung_border.unsure must be [low, high] within 0..1".into());
+            }
+            if !(b.air_below_hu < b.lung_below_hu && b.lung_below_hu <= b.wall_above_hu) {
+                return Err(
+                    "output.lung_border needs air_below_hu < lung_below_hu <= wall_above_hu".into(),
+                );
+            }
+            if b.dense_reach_voxels > 64 {
+                return Err("output.lung_border.dense_reach_voxels must be at most 64".into());
             }
         }
         if self.role == Role::Covid && !self.output.labels.values().any(|v| v == "covid") {

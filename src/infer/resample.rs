@@ -17,6 +17,8 @@
 
 use rayon::prelude::*;
 
+use super::border::{Voxel, refine_slice};
+use super::model::LungBorder;
 use crate::volume::Geometry;
 
 /// A model grid over a source volume; arrays are `[z][y][x]`.
@@ -195,11 +197,14 @@ pub fn mark_model_voxels(mask: &[u8], grid: &ModelGrid) -> Vec<bool> {
 
 /// Labels on the source grid: class probabilities interpolated trilinearly to each source voxel
 /// centre, then the argmax, mapped through `label_of_channel`.
+/// With `border` (the rule and the CT's HU on the source grid), the CT places the lungs' border
+/// where the model is unsure (`border::refine_slice`).
 pub fn labels_to_source_linear(
     probs: &[f32],
     channels: usize,
     grid: &ModelGrid,
     label_of_channel: &[u8],
+    border: Option<(&LungBorder, &[i16])>,
 ) -> Vec<u8> {
     let [mz, my, mx] = grid.dims;
     let [sz, sy, sx] = grid.src_dims;
@@ -209,7 +214,8 @@ pub fn labels_to_source_linear(
     let mut out = vec![0u8; sz * sy * sx];
     out.par_chunks_mut(sy * sx)
         .zip(tz.par_iter())
-        .for_each(|(slice, &(z0, z1, wz))| {
+        .enumerate()
+        .for_each(|(z, (slice, &(z0, z1, wz)))| {
             // The two model planes around this slice, blended once; then two rows per source row.
             let mut p = vec![0f32; channels * plane];
             for c in 0..channels {
@@ -223,6 +229,7 @@ pub fn labels_to_source_linear(
                 }
             }
             let mut row = vec![0f32; channels * mx];
+            let mut voxels = vec![Voxel::default(); if border.is_some() { sy * sx } else { 0 }];
             for (y, &(y0, y1, wy)) in ty.iter().enumerate() {
                 for c in 0..channels {
                     for x in 0..mx {
@@ -232,14 +239,31 @@ pub fn labels_to_source_linear(
                 }
                 for (x, &(x0, x1, wx)) in tx.iter().enumerate() {
                     let mut best = (0usize, f32::NEG_INFINITY);
+                    let mut voxel = Voxel::default();
+                    let mut best_lobe = f32::NEG_INFINITY;
                     for c in 0..channels {
                         let v = row[c * mx + x0] * (1.0 - wx) + row[c * mx + x1] * wx;
                         if v > best.1 {
                             best = (c, v);
                         }
+                        match label_of_channel[c] {
+                            0 => voxel.background = v,
+                            l if v > best_lobe => {
+                                best_lobe = v;
+                                voxel.best_lobe = l;
+                            }
+                            _ => {}
+                        }
                     }
                     slice[y * sx + x] = label_of_channel[best.0];
+                    if border.is_some() {
+                        voxels[y * sx + x] = voxel;
+                    }
                 }
+            }
+            if let Some((rule, hu)) = border {
+                let n = sy * sx;
+                refine_slice(slice, &voxels, &hu[z * n..(z + 1) * n], sx, rule);
             }
         });
     out
@@ -303,7 +327,7 @@ mod tests {
             src_dims: [1, 1, 12],
             scale: [1.0, 1.0, 4.0],
         };
-        let labels = labels_to_source_linear(&probs, 2, &grid, &[0, 7]);
+        let labels = labels_to_source_linear(&probs, 2, &grid, &[0, 7], None);
         assert_eq!(labels, vec![0, 0, 0, 0, 0, 0, 0, 7, 7, 7, 7, 7]);
         // Identical grids: the same as the nearest-neighbour path.
         let same = ModelGrid {
@@ -312,8 +336,39 @@ mod tests {
             scale: [1.0, 1.0, 1.0],
         };
         assert_eq!(
-            labels_to_source_linear(&probs, 2, &same, &[0, 7]),
+            labels_to_source_linear(&probs, 2, &same, &[0, 7], None),
             labels_to_source(&probs, 2, &same, &[0, 7])
         );
+    }
+
+    #[test]
+    fn the_ct_places_the_border_where_the_model_is_unsure() {
+        // The boundary above, in two rows, with the CT's chest wall ending later (row 0: lung
+        // from voxel 9) and earlier (row 1: from voxel 5) than the model's 0.5 crossing (7).
+        // Its background probability lies within 0.2..0.8 from voxel 5 to 8: the CT decides
+        // there, the model elsewhere.
+        let probs = [
+            1.0, 0.75, 0.0, 1.0, 0.75, 0.0, 0.0, 0.25, 1.0, 0.0, 0.25, 1.0,
+        ];
+        let grid = ModelGrid {
+            dims: [1, 2, 3],
+            src_dims: [1, 2, 12],
+            scale: [1.0, 1.0, 4.0],
+        };
+        let rule = LungBorder {
+            unsure: [0.2, 0.8],
+            lung_below_hu: -400.0,
+            air_below_hu: -960.0,
+            wall_above_hu: -250.0,
+            dense_reach_voxels: 8,
+        };
+        let mut hu = [-850i16; 24];
+        hu[..9].fill(40);
+        hu[12..17].fill(40);
+        let labels = labels_to_source_linear(&probs, 2, &grid, &[0, 7], Some((&rule, &hu)));
+        let (wall, lung) = ([0u8; 9], [7u8; 3]);
+        assert_eq!(labels[..12], [&wall[..], &lung[..]].concat());
+        let (wall, lung) = ([0u8; 5], [7u8; 7]);
+        assert_eq!(labels[12..], [&wall[..], &lung[..]].concat());
     }
 }
