@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -358,15 +357,6 @@ fn missing_onnx_runtime_gives_the_install_hint_and_no_panic() {
     assert!(!out.status.success());
     assert!(text.contains("cannot load ONNX Runtime"), "{text}");
     assert!(!text.contains("panicked"), "{text}");
-}
-
-/// Labels of a truth NIfTI written by the phantom (uint8 after a 352-byte header).
-fn read_nifti_labels(path: &Path) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(path).expect("open"))
-        .read_to_end(&mut bytes)
-        .expect("gunzip");
-    bytes.split_off(352)
 }
 
 #[test]

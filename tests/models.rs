@@ -240,3 +240,83 @@ fn analyze_with_the_shipped_models_drops_the_vessel_like_false_positives_of_a_sm
         f["lobes"]
     );
 }
+
+#[test]
+fn the_lung_border_rule_brings_the_lungs_closer_to_the_truth() {
+    // Lobes 1.1.0 are the 1.0.0 network with `[output.lung_border]`: where the network is unsure,
+    // the CT places the pleura. On 14 tuning phantoms every lobe's mean Dice rose by 0.006-0.010
+    // (models/train/README.md). Here one phantom, with the shipped manifest and with the rule
+    // taken out of it: the lungs must come closer to the truth, not merely change (this phantom:
+    // lung Dice 0.9811 without, 0.9886 with).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut params = Params::new(424_245, Size::Small);
+    params.pattern = Pattern::Covid;
+    params.severity = Severity::Moderate;
+    let study = tmp.path().join("study");
+    write_phantom(&study, &params, Syntax::Explicit, false, false);
+    let without = tmp.path().join("models-without");
+    std::fs::create_dir_all(&without).expect("dir");
+    for name in MODELS {
+        std::fs::copy(
+            models_dir().join(format!("{name}.onnx")),
+            without.join(format!("{name}.onnx")),
+        )
+        .expect("copy");
+        let text =
+            std::fs::read_to_string(models_dir().join(format!("{name}.toml"))).expect("manifest");
+        let text = match text.split_once("[output.lung_border]") {
+            Some((head, rule)) => {
+                let rest = rule.split_once("\n\n").map_or("", |(_, rest)| rest);
+                format!("{head}{rest}")
+            }
+            None => text,
+        };
+        std::fs::write(without.join(format!("{name}.toml")), text).expect("write");
+    }
+    let shipped = std::fs::read_to_string(models_dir().join("lobes.toml")).expect("lobes");
+    assert!(
+        shipped.contains("[output.lung_border]"),
+        "the shipped lobes manifest has the rule"
+    );
+    let truth: Vec<bool> = read_nifti_labels(&study.join("truth/lobes.nii.gz"))
+        .into_iter()
+        .map(|l| l > 0)
+        .collect();
+    let lung_dice = |models: &Path, name: &str| -> f64 {
+        let cfg = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[inference]\nmodels_dir = \"{}\"\nexecution_providers = [\"cpu\"]\n",
+                models.display()
+            ),
+        )
+        .expect("config");
+        let out = tmp.path().join(name);
+        run_ok(
+            pulmo()
+                .arg("--config")
+                .arg(&cfg)
+                .arg("analyze")
+                .arg(study.join("dicom"))
+                .arg("--out")
+                .arg(&out)
+                .arg("--masks"),
+        );
+        let found = read_nifti_labels(&out.join("lobes.nii.gz"));
+        assert_eq!(found.len(), truth.len(), "{name}: mask size");
+        let (mut both, mut sum) = (0usize, 0usize);
+        for (&f, &t) in found.iter().zip(&truth) {
+            both += usize::from(f > 0 && t);
+            sum += usize::from(f > 0) + usize::from(t);
+        }
+        2.0 * both as f64 / sum as f64
+    };
+    let with_rule = lung_dice(&models_dir(), "with");
+    let without_rule = lung_dice(&without, "without");
+    eprintln!("lung Dice {with_rule:.4} with the rule, {without_rule:.4} without");
+    assert!(
+        with_rule > without_rule,
+        "lung Dice {with_rule:.4} with the rule, {without_rule:.4} without"
+    );
+}

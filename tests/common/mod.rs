@@ -128,6 +128,17 @@ pub fn assert_same_volume(p: &Phantom, dir: &Path, what: &str) {
     assert_eq!(diff, 0, "{what}: {diff} voxels differ");
 }
 
+/// Labels of a NIfTI that pulmo wrote (a phantom's truth, `analyze --masks`): uint8 after a
+/// 352-byte header.
+pub fn read_nifti_labels(path: &Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).expect("open"))
+        .read_to_end(&mut bytes)
+        .expect("gunzip");
+    bytes.split_off(352)
+}
+
 pub fn small(seed: u64) -> Params {
     Params::new(seed, Size::Small)
 }

@@ -1,9 +1,11 @@
-"""Benchmark: what dropping thin opacity components costs `pulmo analyze` (CPU). The shipped
-models run twice per study, interleaved: with the opacities manifest as shipped and with
-`min_inscribed_radius_voxels` taken out of it. Full-size phantoms (seed 1) at two COVID-19
-severities; medians of RUNS runs (default 3). Run from the repository root after `make build`:
+"""Benchmark: what one post-processing rule of a shipped manifest costs `pulmo analyze` (CPU).
+The shipped models run twice per study, interleaved: with the manifests as shipped and with the
+rule taken out. Rules: `thin_opacities` (the opacities manifest's `min_inscribed_radius_voxels`)
+and `lung_border` (the lobes manifest's `[output.lung_border]`). Full-size phantoms (seed 1) at two
+COVID-19 severities; medians of RUNS runs (default 3). Run from the repository root after
+`make build`:
 
-    build/venv/bin/python bench/thin_opacities.py
+    build/venv/bin/python bench/manifest_rule.py thin_opacities|lung_border
 
 Prints a Markdown table for BENCHMARKS.md."""
 import json
@@ -19,6 +21,14 @@ import tempfile
 root = pathlib.Path(__file__).resolve().parent.parent
 pulmo = root / "target/release/pulmo"
 runs = int(os.environ.get("RUNS", "3"))
+# Per rule: what takes it out of a manifest, and the findings.json stage that holds its cost.
+RULES = {
+    "thin_opacities": (r"(?m)^min_inscribed_radius_voxels = .*\n", "thin_opacities"),
+    "lung_border": (r"(?ms)^\[output\.lung_border\]\n.*?\n\n", "lobes_back_to_source"),
+}
+if len(sys.argv) != 2 or sys.argv[1] not in RULES:
+    sys.exit(f"usage: manifest_rule.py {'|'.join(RULES)}")
+strip, stage_name = RULES[sys.argv[1]]
 work = pathlib.Path(tempfile.mkdtemp())
 try:
     variants = {}
@@ -27,21 +37,25 @@ try:
         models.mkdir()
         for f in root.glob("models/*.onnx"):
             (models / f.name).symlink_to(f)
+        stripped = 0
         for f in root.glob("models/*.toml"):
             text = f.read_text()
+            stripped += len(re.findall(strip, text))
             if not keep:
-                text = re.sub(r"(?m)^min_inscribed_radius_voxels = .*\n", "", text)
+                text = re.sub(strip, "", text)
             (models / f.name).write_text(text)
+        if stripped != 1:
+            sys.exit(f"{sys.argv[1]} is in {stripped} shipped manifests, not one")
         cfg = work / f"{name}.toml"
         cfg.write_text(f'[inference]\nmodels_dir = "{models}"\nexecution_providers = ["cpu"]\n')
         variants[name] = cfg
-    print("| study | wall without / with (median) | max RSS without / with (median) | filter stage (median) |")
+    print(f"| study | wall without / with (median) | max RSS without / with (median) | {stage_name} without / with (median) |")
     print("| --- | --- | --- | --- |")
     for severity in ("critical", "moderate"):
         study = work / f"study-{severity}"
         subprocess.run([pulmo, "phantom", "--out", study, "--seed", "1", "--size", "full",
                         "--severity", severity], check=True, capture_output=True)
-        wall, rss, stage = {"without": [], "with": []}, {"without": [], "with": []}, []
+        wall, rss, stage = ({"without": [], "with": []} for _ in range(3))
         for _ in range(runs):
             for name, cfg in variants.items():
                 shutil.rmtree(work / "out", ignore_errors=True)
@@ -53,15 +67,14 @@ try:
                 wall[name].append(float(w))
                 rss[name].append(int(m) / 1024)
                 timings = json.loads((work / "out/findings.json").read_text())["timings_s"]
-                if name == "with":
-                    stage.append(timings["thin_opacities"])
-                elif "thin_opacities" in timings:
-                    sys.exit("the manifest without the filter still filtered")
+                if stage_name in timings:
+                    stage[name].append(timings[stage_name])
         g = json.loads((work / "out/findings.json").read_text())["series"]["geometry"]
         med = statistics.median
         print(f"| COVID-19 {severity}, {g['columns']} × {g['rows']} × {g['slices']} | "
               f"{med(wall['without']):.2f} / {med(wall['with']):.2f} s | "
-              f"{med(rss['without']):.0f} / {med(rss['with']):.0f} MiB | {med(stage):.2f} s |", flush=True)
+              f"{med(rss['without']):.0f} / {med(rss['with']):.0f} MiB | "
+              f"{' / '.join(f'{med(stage[n]):.2f} s' if stage[n] else '–' for n in ('without', 'with'))} |", flush=True)
     print(f"\n{runs} runs of each, interleaved.")
 finally:
     shutil.rmtree(work, ignore_errors=True)
