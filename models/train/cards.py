@@ -11,7 +11,7 @@ import tomllib
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from evaluate import breakdown, table  # noqa: E402
-from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING,  # noqa: E402
+from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBES_BORDER, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING,  # noqa: E402
                   OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_PATCH, SEG_SPACING, TRAIN_SEEDS, WINDOW)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -26,7 +26,13 @@ one piece; larger ones are tiled). Patches of 180 mm at 1.6 mm could not tell le
 lower lobes in CPU-hours of training; the whole chest settles that in minutes. It was trained on the
 fraction of each coarse voxel that each lobe fills, so pulmo interpolates its probabilities trilinearly to
 every CT voxel and takes the argmax there (`upsample = "linear"` in the manifest): boundaries fall between
-coarse voxels. pulmo then keeps the largest component of each lung and fills what the lungs enclose in 3D.""",
+coarse voxels. Where the model is unsure (background probability {LOBES_BORDER['unsure'][0]}–{LOBES_BORDER['unsure'][1]}),
+the CT places the border (`[output.lung_border]` in the manifest): aerated voxels ({LOBES_BORDER['air_below_hu']:.0f} to
+{LOBES_BORDER['lung_below_hu']:.0f} HU) join the most probable lobe, and voxels denser than {LOBES_BORDER['wall_above_hu']:.0f} HU (chest wall,
+diaphragm; ground glass is lighter) leave the lung unless dense lung the model is sure of lies within
+{LOBES_BORDER['dense_reach_voxels']} in-plane voxels, which keeps consolidation that reaches the pleura, where CT shows no border.
+Version 1.1.0 is the 1.0.0 network with that rule. pulmo then keeps the largest component of each lung and
+fills what the lungs enclose in 3D.""",
     "opacities": f"""A 3D U-Net (4 levels, 8-16-32-48 channels, instance normalisation) that labels every voxel as
 background, ground-glass opacity or consolidation. Input, two channels in patches of
 {OPACITIES_PATCH[0]} × {OPACITIES_PATCH[1]} × {OPACITIES_PATCH[2]} voxels on a {SEG_SPACING[0]} × {SEG_SPACING[1]} ×
@@ -74,9 +80,12 @@ LIMITS = {
     "lobes": """- Trained on phantoms: the fissures are smooth height fields drawn as thin lines, the anatomy has no
   variants (accessory fissures, incomplete fissures, lobectomy), no disease that distorts lobes, no metal,
   no motion. On real CT it has never been validated; expect it to fail where real fissures are faint.
-- The grid is 3.2 × 3.2 × 5 mm: lung borders and fissures are placed by interpolated probabilities,
-  to within about a millimetre on phantoms; fine detail of the lung border (a 2 mm bleb, the costophrenic
-  tip) is below the grid.""",
+- The grid is 3.2 × 3.2 × 5 mm: fissures are placed by interpolated probabilities, and the fissures
+  between the middle lobe and its neighbours are where the model errs most. The lung's outer border is
+  placed by the CT where the model is unsure; a subpleural opacity that is not near dense lung the model is
+  sure of (thin ground glass is kept, being lighter than {wall} HU; a thin dense rind is not) can be cut
+  from the lung there, and a lung on real CT that is denser than the rule allows (dependent atelectasis)
+  would be trimmed likewise.""".format(wall=f"{LOBES_BORDER['wall_above_hu']:.0f}"),
     "opacities": """- Trained on phantom lesions: ellipsoids with fractal borders, ground-glass and consolidated cores, and
   phantom vessels. Real ground-glass, crazy paving, fibrosis, atelectasis, emphysema and beam hardening
   were never seen. Small nodules under about 5 mm are at the limit of the 1.6 mm grid.""",
