@@ -3,6 +3,7 @@
 //! - `runtime`: finding and loading ONNX Runtime, sessions on the first working provider.
 //! - `model`: model manifests and loaded models.
 //! - `resample`: source grid ↔ model grid.
+//! - `border`: the lungs' border placed by the CT where a lobes model is unsure.
 //! - `run`: patches, slices and whole-volume runs, blending.
 //! - `postprocess`: connected components, holes, opacities inside the lungs.
 
