@@ -20,6 +20,23 @@ pub struct Voxel {
     pub best_lobe: u8,
 }
 
+impl Voxel {
+    /// From the voxel's class probabilities (one per channel) and each channel's label.
+    pub fn of(probs: &[f32], label_of_channel: &[u8]) -> Voxel {
+        let mut voxel = Voxel::default();
+        let mut best_lobe = f32::NEG_INFINITY;
+        for (&p, &label) in probs.iter().zip(label_of_channel) {
+            if label == 0 {
+                voxel.background = p;
+            } else if p > best_lobe {
+                best_lobe = p;
+                voxel.best_lobe = label;
+            }
+        }
+        voxel
+    }
+}
+
 /// Refine one CT slice's labels (`rows * cols`, row major) in place.
 pub fn refine_slice(
     labels: &mut [u8],

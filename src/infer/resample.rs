@@ -229,6 +229,7 @@ pub fn labels_to_source_linear(
                 }
             }
             let mut row = vec![0f32; channels * mx];
+            let mut here = vec![0f32; channels];
             let mut voxels = vec![Voxel::default(); if border.is_some() { sy * sx } else { 0 }];
             for (y, &(y0, y1, wy)) in ty.iter().enumerate() {
                 for c in 0..channels {
@@ -239,25 +240,15 @@ pub fn labels_to_source_linear(
                 }
                 for (x, &(x0, x1, wx)) in tx.iter().enumerate() {
                     let mut best = (0usize, f32::NEG_INFINITY);
-                    let mut voxel = Voxel::default();
-                    let mut best_lobe = f32::NEG_INFINITY;
-                    for c in 0..channels {
-                        let v = row[c * mx + x0] * (1.0 - wx) + row[c * mx + x1] * wx;
-                        if v > best.1 {
-                            best = (c, v);
-                        }
-                        match label_of_channel[c] {
-                            0 => voxel.background = v,
-                            l if v > best_lobe => {
-                                best_lobe = v;
-                                voxel.best_lobe = l;
-                            }
-                            _ => {}
+                    for (c, p) in here.iter_mut().enumerate() {
+                        *p = row[c * mx + x0] * (1.0 - wx) + row[c * mx + x1] * wx;
+                        if *p > best.1 {
+                            best = (c, *p);
                         }
                     }
                     slice[y * sx + x] = label_of_channel[best.0];
                     if border.is_some() {
-                        voxels[y * sx + x] = voxel;
+                        voxels[y * sx + x] = Voxel::of(&here, label_of_channel);
                     }
                 }
             }
