@@ -201,6 +201,9 @@ fn tiled_inference_equals_whole_volume_inference() {
 const BORDER: &str = "\n[output.lung_border]\nunsure = [0.2, 0.8]\nlung_below_hu = -400.0\n\
     air_below_hu = -960.0\nwall_above_hu = -250.0\ndense_reach_voxels = 8\n";
 
+/// An opacity edge rule as the shipped opacities manifest has it, to append to a manifest.
+const EDGE: &str = "\n[output.opacity_edge]\ndense_above_hu = -700.0\nreach_mm = 1.6\n";
+
 /// The threshold (opacities) manifest made a lobes one, upsampled linearly.
 fn as_linear_lobes(t: String) -> String {
     t.replace("role = \"opacities\"", "role = \"lobes\"")
@@ -283,6 +286,21 @@ fn bad_manifests_are_refused_with_clear_messages() {
             "border-hu",
             Box::new(|t: String| as_linear_lobes(t) + &BORDER.replace("-400.0", "-100.0")),
             "air_below_hu < lung_below_hu <= wall_above_hu",
+        ),
+        (
+            "edge-role",
+            Box::new(|t: String| as_linear_lobes(t) + EDGE),
+            "opacity_edge is for an opacities model",
+        ),
+        (
+            "edge-hu",
+            Box::new(|t: String| t + &EDGE.replace("-700.0", "-1000.0")),
+            "dense_above_hu must be within",
+        ),
+        (
+            "edge-steps",
+            Box::new(|t: String| t + &EDGE.replace("= 1.6", "= 40.0")),
+            "reach_mm must be within 0..10",
         ),
     ];
     // The lobes model runs first, so it cannot be given the lung mask.

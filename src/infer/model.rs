@@ -129,6 +129,16 @@ pub struct LungBorder {
     pub dense_reach_voxels: usize,
 }
 
+/// How the CT carries an opacities model's findings out to their edge (`opacity_edge::grow`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpacityEdge {
+    /// Lung at least this dense joins an opacity beside it.
+    pub dense_above_hu: f32,
+    /// How far in the slice, in mm: as many 4-connected steps of a CT pixel as fit.
+    pub reach_mm: f64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
@@ -146,6 +156,10 @@ pub struct OutputSpec {
     /// lungs' border (`border::refine_slice`). Absent, the argmax stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lung_border: Option<LungBorder>,
+    /// Opacities only: lung beside a found opacity and dense enough joins it, after the thin
+    /// components are dropped (`opacity_edge::grow`). Absent, the labels stand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opacity_edge: Option<OpacityEdge>,
     /// Output channel index → pulmo label key ("background", "RUL", ..., "ground_glass",
     /// "consolidation"; for a classifier, "covid").
     pub labels: BTreeMap<String, String>,
@@ -275,6 +289,18 @@ impl Manifest {
             }
             if b.dense_reach_voxels > 64 {
                 return Err("output.lung_border.dense_reach_voxels must be at most 64".into());
+            }
+        }
+        if let Some(e) = &self.output.opacity_edge {
+            if self.role != Role::Opacities {
+                return Err("output.opacity_edge is for an opacities model".into());
+            }
+            // Below about -900 HU every aerated voxel would join: the rule would flood the lung.
+            if !(-900.0..=200.0).contains(&e.dense_above_hu) {
+                return Err("output.opacity_edge.dense_above_hu must be within -900..200".into());
+            }
+            if !(0.0..=10.0).contains(&e.reach_mm) {
+                return Err("output.opacity_edge.reach_mm must be within 0..10".into());
             }
         }
         if self.role == Role::Covid && !self.output.labels.values().any(|v| v == "covid") {

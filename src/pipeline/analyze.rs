@@ -390,6 +390,11 @@ pub fn analyze(
         postprocess::drop_thin_opacities(&mut opacities, dims, g.spacing, r);
         timed("thin_opacities", t, progress);
     }
+    if let Some(rule) = &models.opacities.manifest.output.opacity_edge {
+        let t = Instant::now();
+        infer::opacity_edge::grow(&mut opacities, &lobes, &volume.hu, dims, g.spacing, rule);
+        timed("opacity_edge", t, progress);
+    }
 
     progress.stage("measure");
     let t = Instant::now();
