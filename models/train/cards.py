@@ -12,7 +12,7 @@ import tomllib
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from evaluate import breakdown, table  # noqa: E402
 from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBES_BORDER, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING,  # noqa: E402
-                  OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_PATCH, SEG_SPACING, TRAIN_SEEDS, WINDOW)
+                  OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_PATCH, SEG_SPACING, TRAIN_SEEDS, WINDOW)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -46,8 +46,13 @@ gives on the training study, which runs a few millimetres into the diaphragm: th
 that dense strip consolidation (2–3 % of a normal lower lobe). Output: softmax over 3 classes; pulmo keeps
 opacities inside the lobes mask only, and, after the classifier has seen that map, drops each opacity component
 in which no ball of {OPACITIES_MIN_RADIUS_VOXELS} in-plane CT voxels fits (`min_inscribed_radius_voxels` in the
-manifest): the network's false positives are thin and vessel-like (models/train/README.md). Version 1.2.0 is
-the 1.1.0 network with that filter.""",
+manifest): the network's false positives are thin and vessel-like (models/train/README.md). Then the CT carries
+the opacities out to their edge (`[output.opacity_edge]`): lung at least as dense as
+{OPACITIES_EDGE['dense_above_hu']:.0f} HU within {OPACITIES_EDGE['reach_mm']} mm in the slice of a found opacity joins it
+(4-connected steps of a CT pixel, as many as fit: two on a 0.7 mm CT, none on a 2.8 mm one). The network's
+opacities stop short of the lesions' edges by about one of its 1.6 mm voxels, which was most of the
+underestimate of severe and critical COVID-19 lobes. Version 1.2.0 is the 1.1.0 network with the filter;
+1.3.0 adds the edge rule.""",
     "classifier": f"""A small 3D CNN (four strided convolutions, 12-24-32-48 channels, global mean and max pooling, plus
 four global statistics of the opacity map) that gives the probability of the COVID-19 pattern against other
 pneumonia patterns (lobar consolidation, nodules) and normal lungs. Input: two channels over the whole volume

@@ -31,6 +31,12 @@ SEG_OVERLAP = 8
 # model's false positives are thin and vessel-like. Chosen on 28 tuning phantoms (seeds 800000 on,
 # neither training nor evaluation seeds) with misses.py; see README.md.
 OPACITIES_MIN_RADIUS_VOXELS = 2.5
+# Then pulmo carries the opacities out to the edge the CT shows (src/infer/opacity_edge.rs): lung
+# at least as dense as -700 HU (ground glass) within 1.6 mm in the slice of a found opacity (one
+# model voxel; two pixels of a 0.7 mm CT, none of a 2.8 mm one) joins it. The model's opacities
+# stop short of the lesions' edges by about that much. Chosen on the 14 tuning phantoms (seeds
+# 800000-800013) and checked on 28; see README.md.
+OPACITIES_EDGE = {"dense_above_hu": -700.0, "reach_mm": 1.6}
 # Classifier: the whole volume resized to this shape (z, y, x).
 CLS_DIMS = (48, 96, 96)
 
