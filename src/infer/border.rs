@@ -37,6 +37,17 @@ impl Voxel {
     }
 }
 
+/// The 4-connected neighbours of pixel `i` of a slice of `len` pixels, `cols` to a row.
+pub(super) fn neighbours_in_slice(i: usize, cols: usize, len: usize) -> [Option<usize>; 4] {
+    let x = i % cols;
+    [
+        (x > 0).then(|| i - 1),
+        (x + 1 < cols).then(|| i + 1),
+        (i >= cols).then(|| i - cols),
+        (i + cols < len).then(|| i + cols),
+    ]
+}
+
 /// Refine one CT slice's labels (`rows * cols`, row major) in place.
 pub fn refine_slice(
     labels: &mut [u8],
@@ -66,14 +77,10 @@ pub fn refine_slice(
         }
         let mut next = Vec::new();
         for &i in &front {
-            let (y, x) = (i / cols, i % cols);
-            let neighbours = [
-                (x > 0).then(|| i - 1),
-                (x + 1 < cols).then(|| i + 1),
-                (y > 0).then(|| i - cols),
-                (i + cols < dense.len()).then(|| i + cols),
-            ];
-            for j in neighbours.into_iter().flatten() {
+            for j in neighbours_in_slice(i, cols, dense.len())
+                .into_iter()
+                .flatten()
+            {
                 if dense[j] == 2 {
                     dense[j] = 1;
                     next.push(j);

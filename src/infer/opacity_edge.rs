@@ -14,6 +14,7 @@
 
 use rayon::prelude::*;
 
+use super::border::neighbours_in_slice;
 use super::model::OpacityEdge;
 
 /// Grow `opacities` (labels on the CT grid, `[z][y][x]` of `dims`, `spacing` in mm as `[x, y,
@@ -62,14 +63,10 @@ fn grow_slice(
         }
         let mut next = Vec::new();
         for &i in &front {
-            let (y, x) = (i / cols, i % cols);
-            let neighbours = [
-                (x > 0).then(|| i - 1),
-                (x + 1 < cols).then(|| i + 1),
-                (y > 0).then(|| i - cols),
-                (i + cols < opacities.len()).then(|| i + cols),
-            ];
-            for j in neighbours.into_iter().flatten() {
+            for j in neighbours_in_slice(i, cols, opacities.len())
+                .into_iter()
+                .flatten()
+            {
                 if opacities[j] == 0 && lobes[j] > 0 && f32::from(hu[j]) >= dense_above_hu {
                     opacities[j] = opacities[i];
                     next.push(j);
@@ -125,37 +122,30 @@ mod tests {
         assert_eq!(o, vec![1, 0, 0, 0, 0, 0]);
     }
 
-    #[test]
-    fn grows_along_rows_and_columns_alike() {
-        // 3 × 3, opacity in the centre, all dense lung: 4-connected steps reach the whole slice
-        // in two.
-        let mut o = vec![0, 0, 0, 0, 1, 0, 0, 0, 0];
-        grow(&mut o, &[3; 9], &[-500; 9], [1, 3, 3], PIXELS, &RULE);
-        assert_eq!(o, vec![1; 9]);
-        // 1 mm pixels: one step fits in 1.6 mm.
+    /// A 3 × 3 slice of dense lung with an opacity in the centre, grown with `pixel` mm pixels.
+    fn centre_grown(pixel: f64) -> Vec<u8> {
         let mut o = vec![0, 0, 0, 0, 1, 0, 0, 0, 0];
         grow(
             &mut o,
             &[3; 9],
             &[-500; 9],
             [1, 3, 3],
-            [1.0, 1.0, 2.5],
+            [pixel, pixel, 2.5],
             &RULE,
         );
-        assert_eq!(o, vec![0, 1, 0, 1, 1, 1, 0, 1, 0]);
+        o
+    }
+
+    #[test]
+    fn grows_along_rows_and_columns_alike() {
+        // Two 4-connected steps (0.8 mm pixels) reach the whole slice.
+        assert_eq!(centre_grown(0.8), vec![1; 9]);
+        // 1 mm pixels: one step fits in 1.6 mm.
+        assert_eq!(centre_grown(1.0), vec![0, 1, 0, 1, 1, 1, 0, 1, 0]);
     }
 
     #[test]
     fn pixels_wider_than_the_reach_grow_nothing() {
-        let mut o = vec![0, 0, 0, 0, 1, 0, 0, 0, 0];
-        grow(
-            &mut o,
-            &[3; 9],
-            &[-500; 9],
-            [1, 3, 3],
-            [2.8, 2.8, 5.0],
-            &RULE,
-        );
-        assert_eq!(o, vec![0, 0, 0, 0, 1, 0, 0, 0, 0]);
+        assert_eq!(centre_grown(2.8), vec![0, 0, 0, 0, 1, 0, 0, 0, 0]);
     }
 }
