@@ -9,6 +9,7 @@
 //! is near it in the slice (`dense_reach_voxels`), because the boundary between consolidation and
 //! chest wall is invisible on CT and the model's guess is the better one there.
 
+use super::flood;
 use super::model::LungBorder;
 
 /// What the upsampling knows of one CT voxel of a slice.
@@ -37,17 +38,6 @@ impl Voxel {
     }
 }
 
-/// The 4-connected neighbours of pixel `i` of a slice of `len` pixels, `cols` to a row.
-pub(super) fn neighbours_in_slice(i: usize, cols: usize, len: usize) -> [Option<usize>; 4] {
-    let x = i % cols;
-    [
-        (x > 0).then(|| i - 1),
-        (x + 1 < cols).then(|| i + 1),
-        (i >= cols).then(|| i - cols),
-        (i + cols < len).then(|| i + cols),
-    ]
-}
-
 /// Refine one CT slice's labels (`rows * cols`, row major) in place.
 pub fn refine_slice(
     labels: &mut [u8],
@@ -70,25 +60,15 @@ pub fn refine_slice(
         }
     }
     // Breadth-first, `dense_reach_voxels` steps from the sure dense lung through the unsure.
-    let mut front: Vec<usize> = (0..dense.len()).filter(|&i| dense[i] == 1).collect();
-    for _ in 0..rule.dense_reach_voxels {
-        if front.is_empty() {
-            break;
+    let seeds: Vec<usize> = (0..dense.len()).filter(|&i| dense[i] == 1).collect();
+    let len = dense.len();
+    flood::in_slice(seeds, rule.dense_reach_voxels, cols, len, |_, j| {
+        let unsure = dense[j] == 2;
+        if unsure {
+            dense[j] = 1;
         }
-        let mut next = Vec::new();
-        for &i in &front {
-            for j in neighbours_in_slice(i, cols, dense.len())
-                .into_iter()
-                .flatten()
-            {
-                if dense[j] == 2 {
-                    dense[j] = 1;
-                    next.push(j);
-                }
-            }
-        }
-        front = next;
-    }
+        unsure
+    });
     for (label, &d) in labels.iter_mut().zip(&dense) {
         if d == 2 {
             *label = 0;

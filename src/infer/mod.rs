@@ -4,11 +4,13 @@
 //! - `model`: model manifests and loaded models.
 //! - `resample`: source grid ↔ model grid.
 //! - `border`: the lungs' border placed by the CT where a lobes model is unsure.
+//! - `flood`: breadth-first growth within a slice, for the CT rules.
 //! - `opacity_edge`: opacities carried out to the edge the CT shows.
 //! - `run`: patches, slices and whole-volume runs, blending.
 //! - `postprocess`: connected components, holes, opacities inside the lungs.
 
 pub mod border;
+pub mod flood;
 pub mod model;
 pub mod opacity_edge;
 pub mod postprocess;

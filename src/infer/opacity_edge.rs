@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use super::border::neighbours_in_slice;
+use super::flood;
 use super::model::OpacityEdge;
 
 /// Grow `opacities` (labels on the CT grid, `[z][y][x]` of `dims`, `spacing` in mm as `[x, y,
@@ -56,25 +56,15 @@ fn grow_slice(
     dense_above_hu: f32,
     steps: usize,
 ) {
-    let mut front: Vec<usize> = (0..opacities.len()).filter(|&i| opacities[i] > 0).collect();
-    for _ in 0..steps {
-        if front.is_empty() {
-            break;
+    let seeds: Vec<usize> = (0..opacities.len()).filter(|&i| opacities[i] > 0).collect();
+    let len = opacities.len();
+    flood::in_slice(seeds, steps, cols, len, |from, to| {
+        let joins = opacities[to] == 0 && lobes[to] > 0 && f32::from(hu[to]) >= dense_above_hu;
+        if joins {
+            opacities[to] = opacities[from];
         }
-        let mut next = Vec::new();
-        for &i in &front {
-            for j in neighbours_in_slice(i, cols, opacities.len())
-                .into_iter()
-                .flatten()
-            {
-                if opacities[j] == 0 && lobes[j] > 0 && f32::from(hu[j]) >= dense_above_hu {
-                    opacities[j] = opacities[i];
-                    next.push(j);
-                }
-            }
-        }
-        front = next;
-    }
+        joins
+    });
 }
 
 #[cfg(test)]
