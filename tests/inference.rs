@@ -204,6 +204,10 @@ const BORDER: &str = "\n[output.lung_border]\nunsure = [0.2, 0.8]\nlung_below_hu
 /// An opacity edge rule as the shipped opacities manifest has it, to append to a manifest.
 const EDGE: &str = "\n[output.opacity_edge]\ndense_above_hu = -700.0\nreach_mm = 1.6\n";
 
+/// A vessel rule, to append to a manifest.
+const VESSEL: &str = "\n[output.vessel_opacities]\ndense_above_hu = -300.0\nmax_radius_mm = 8.0\n\
+    min_vessel_share = 0.2\n";
+
 /// The threshold (opacities) manifest made a lobes one, upsampled linearly.
 fn as_linear_lobes(t: String) -> String {
     t.replace("role = \"opacities\"", "role = \"lobes\"")
@@ -301,6 +305,26 @@ fn bad_manifests_are_refused_with_clear_messages() {
             "edge-steps",
             Box::new(|t: String| t + &EDGE.replace("= 1.6", "= 40.0")),
             "reach_mm must be within 0..10",
+        ),
+        (
+            "vessel-role",
+            Box::new(|t: String| as_linear_lobes(t) + VESSEL),
+            "vessel_opacities is for an opacities model",
+        ),
+        (
+            "vessel-hu",
+            Box::new(|t: String| t + &VESSEL.replace("-300.0", "-950.0")),
+            "vessel_opacities.dense_above_hu must be within",
+        ),
+        (
+            "vessel-radius",
+            Box::new(|t: String| t + &VESSEL.replace("= 8.0", "= 0.0")),
+            "max_radius_mm must be above 0",
+        ),
+        (
+            "vessel-share",
+            Box::new(|t: String| t + &VESSEL.replace("= 0.2", "= 1.5")),
+            "min_vessel_share must be above 0 and at most 1",
         ),
     ];
     // The lobes model runs first, so it cannot be given the lung mask.

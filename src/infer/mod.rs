@@ -17,6 +17,7 @@ pub mod postprocess;
 pub mod resample;
 pub mod run;
 pub mod runtime;
+pub mod vessel_opacities;
 
 use std::path::PathBuf;
 

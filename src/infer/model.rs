@@ -139,6 +139,19 @@ pub struct OpacityEdge {
     pub reach_mm: f64,
 }
 
+/// Which small opacities are a vessel (`vessel_opacities::drop`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VesselOpacities {
+    /// Lung above this is dense: vessels, consolidation.
+    pub dense_above_hu: f32,
+    /// Only findings in which no ball of this radius fits are judged.
+    pub max_radius_mm: f64,
+    /// Dropped when at least this share of the finding is dense structure that lies mostly
+    /// outside it.
+    pub min_vessel_share: f64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
@@ -160,6 +173,10 @@ pub struct OutputSpec {
     /// components are dropped (`opacity_edge::grow`). Absent, the labels stand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opacity_edge: Option<OpacityEdge>,
+    /// Opacities only: small findings made mostly of a vessel are dropped, last
+    /// (`vessel_opacities::drop`). Absent, the labels stand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vessel_opacities: Option<VesselOpacities>,
     /// Output channel index → pulmo label key ("background", "RUL", ..., "ground_glass",
     /// "consolidation"; for a classifier, "covid").
     pub labels: BTreeMap<String, String>,
@@ -301,6 +318,27 @@ impl Manifest {
             }
             if !(0.0..=10.0).contains(&e.reach_mm) {
                 return Err("output.opacity_edge.reach_mm must be within 0..10".into());
+            }
+        }
+        if let Some(v) = &self.output.vessel_opacities {
+            if self.role != Role::Opacities {
+                return Err("output.vessel_opacities is for an opacities model".into());
+            }
+            // Below about -900 HU aerated lung is dense and the whole lung one structure.
+            if !(-900.0..=200.0).contains(&v.dense_above_hu) {
+                return Err(
+                    "output.vessel_opacities.dense_above_hu must be within -900..200".into(),
+                );
+            }
+            if !(v.max_radius_mm > 0.0 && v.max_radius_mm <= 30.0) {
+                return Err(
+                    "output.vessel_opacities.max_radius_mm must be above 0 and at most 30".into(),
+                );
+            }
+            if !(v.min_vessel_share > 0.0 && v.min_vessel_share <= 1.0) {
+                return Err(
+                    "output.vessel_opacities.min_vessel_share must be above 0 and at most 1".into(),
+                );
             }
         }
         if self.role == Role::Covid && !self.output.labels.values().any(|v| v == "covid") {

@@ -10,11 +10,11 @@ use crate::quant::Lobe;
 
 /// A run of set voxels along x: slice z, row y, columns x0..x1 (exclusive).
 #[derive(Debug, Clone, Copy)]
-struct Run {
-    z: usize,
-    y: usize,
-    x0: usize,
-    x1: usize,
+pub(crate) struct Run {
+    pub z: usize,
+    pub y: usize,
+    pub x0: usize,
+    pub x1: usize,
 }
 
 fn find(parent: &mut [u32], mut i: u32) -> u32 {
@@ -55,6 +55,15 @@ fn union_rows(
 /// Connected components over runs of voxels rather than voxels: a chest CT has a few runs per
 /// row, so union-find touches hundreds of thousands of runs instead of tens of millions of voxels.
 fn run_components(mask: &[bool], dims: [usize; 3]) -> (Vec<Run>, Vec<u32>) {
+    run_components_where(dims, |i| mask[i])
+}
+
+/// As `run_components`, for the voxels (indices into `[z][y][x]` of `dims`) where `set` holds:
+/// no mask of the whole volume is built.
+pub(crate) fn run_components_where(
+    dims: [usize; 3],
+    set: impl Fn(usize) -> bool,
+) -> (Vec<Run>, Vec<u32>) {
     let (nz, ny, nx) = (dims[0], dims[1], dims[2]);
     let mut runs = Vec::new();
     // row_start[z * ny + y] = index of the row's first run; one more entry closes the last row.
@@ -62,12 +71,12 @@ fn run_components(mask: &[bool], dims: [usize; 3]) -> (Vec<Run>, Vec<u32>) {
     for z in 0..nz {
         for y in 0..ny {
             row_start.push(runs.len());
-            let row = &mask[(z * ny + y) * nx..(z * ny + y + 1) * nx];
+            let base = (z * ny + y) * nx;
             let mut x = 0;
             while x < nx {
-                if row[x] {
+                if set(base + x) {
                     let x0 = x;
-                    while x < nx && row[x] {
+                    while x < nx && set(base + x) {
                         x += 1;
                     }
                     runs.push(Run { z, y, x0, x1: x });
@@ -394,41 +403,77 @@ pub fn drop_thin_opacities(
     spacing: [f64; 3],
     min_radius_voxels: f64,
 ) {
-    let (ny, nx) = (dims[1], dims[2]);
-    // The inscribed radius is the largest distance to outside the component; the search is
-    // limited to the box around all opacities, one voxel wider where the volume allows (outside
-    // that box everything is background, so no distance changes).
-    let Some((lo, end)) = bounding_box(opacities, dims) else {
+    let Some(found) = OpacityComponents::of(opacities, dims, spacing) else {
         return;
     };
-    let lo = lo.map(|v| v.saturating_sub(1));
-    let hi = [0, 1, 2].map(|a| (end[a] + 1).min(dims[a]));
-    let sub = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
-    let mut mask = Vec::with_capacity(sub.iter().product());
-    for z in lo[0]..hi[0] {
-        for y in lo[1]..hi[1] {
-            let base = (z * ny + y) * nx;
-            mask.extend(opacities[base + lo[2]..base + hi[2]].iter().map(|&o| o > 0));
-        }
-    }
-    let depth = squared_depth(&mask, sub, spacing);
-    let (runs, roots) = run_components(&mask, sub);
-    let mut deepest = vec![0.0f32; runs.len()];
-    for (r, &root) in runs.iter().zip(&roots) {
-        let base = (r.z * sub[1] + r.y) * sub[2];
-        let m = depth[base + r.x0..base + r.x1]
-            .iter()
-            .fold(0.0f32, |a, &b| a.max(b));
-        let d = &mut deepest[root as usize];
-        *d = d.max(m);
-    }
     let r = (min_radius_voxels * spacing[0].min(spacing[1])) as f32;
     // The same tolerance as misses.py, so that a radius exactly on the limit is kept.
     let limit = (r - 1e-6) * (r - 1e-6);
-    for (run, &root) in runs.iter().zip(&roots) {
-        if deepest[root as usize] < limit {
-            let base = ((run.z + lo[0]) * ny + run.y + lo[1]) * nx + lo[2];
-            opacities[base + run.x0..base + run.x1].fill(0);
+    found.clear(opacities, dims, |root| found.deepest[root as usize] < limit);
+}
+
+/// The 6-connected components of an opacity map (any label), found in the box around them, each
+/// with the square of the radius in mm of the largest ball that fits in it.
+pub(crate) struct OpacityComponents {
+    /// The box's first voxel, `[z, y, x]` of the whole volume; runs are relative to it.
+    pub lo: [usize; 3],
+    pub runs: Vec<Run>,
+    pub roots: Vec<u32>,
+    /// Indexed by root: squared mm.
+    pub deepest: Vec<f32>,
+}
+
+impl OpacityComponents {
+    pub fn of(opacities: &[u8], dims: [usize; 3], spacing: [f64; 3]) -> Option<Self> {
+        let (ny, nx) = (dims[1], dims[2]);
+        // The inscribed radius is the largest distance to outside the component; the search is
+        // limited to the box around all opacities, one voxel wider where the volume allows
+        // (outside that box everything is background, so no distance changes).
+        let (lo, end) = bounding_box(opacities, dims)?;
+        let lo = lo.map(|v| v.saturating_sub(1));
+        let hi = [0, 1, 2].map(|a| (end[a] + 1).min(dims[a]));
+        let sub = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
+        let mut mask = Vec::with_capacity(sub.iter().product());
+        for z in lo[0]..hi[0] {
+            for y in lo[1]..hi[1] {
+                let base = (z * ny + y) * nx;
+                mask.extend(opacities[base + lo[2]..base + hi[2]].iter().map(|&o| o > 0));
+            }
+        }
+        let depth = squared_depth(&mask, sub, spacing);
+        let (runs, roots) = run_components(&mask, sub);
+        let mut deepest = vec![0.0f32; runs.len()];
+        for (r, &root) in runs.iter().zip(&roots) {
+            let base = (r.z * sub[1] + r.y) * sub[2];
+            let m = depth[base + r.x0..base + r.x1]
+                .iter()
+                .fold(0.0f32, |a, &b| a.max(b));
+            let d = &mut deepest[root as usize];
+            *d = d.max(m);
+        }
+        Some(Self {
+            lo,
+            runs,
+            roots,
+            deepest,
+        })
+    }
+
+    /// A run's place in the whole volume: slice, row and its first and one-past-last column.
+    pub fn global(&self, run: &Run) -> (usize, usize, usize, usize) {
+        let lo = self.lo;
+        (run.z + lo[0], run.y + lo[1], run.x0 + lo[2], run.x1 + lo[2])
+    }
+
+    /// Set to background every component whose root `drop` picks.
+    pub fn clear(&self, opacities: &mut [u8], dims: [usize; 3], drop: impl Fn(u32) -> bool) {
+        let (ny, nx) = (dims[1], dims[2]);
+        for (run, &root) in self.runs.iter().zip(&self.roots) {
+            if drop(root) {
+                let (z, y, x0, x1) = self.global(run);
+                let base = (z * ny + y) * nx;
+                opacities[base + x0..base + x1].fill(0);
+            }
         }
     }
 }

@@ -395,6 +395,11 @@ pub fn analyze(
         infer::opacity_edge::grow(&mut opacities, &lobes, &volume.hu, dims, g.spacing, rule);
         timed("opacity_edge", t, progress);
     }
+    if let Some(rule) = &models.opacities.manifest.output.vessel_opacities {
+        let t = Instant::now();
+        infer::vessel_opacities::drop(&mut opacities, &lobes, &volume.hu, dims, g.spacing, rule);
+        timed("vessel_opacities", t, progress);
+    }
 
     progress.stage("measure");
     let t = Instant::now();

@@ -1,0 +1,219 @@
+//! Small opacities that are a vessel: found opacity made mostly of a dense structure that goes on
+//! beyond it.
+//!
+//! On the phantoms nearly all of the opacities model's remaining false positives are pieces of
+//! the vessel tree: a segment of a vessel called consolidation, or a vessel with the lung around
+//! it called ground glass. At the density of blood (vessels) and of consolidation the CT cannot
+//! tell them apart, and a thick vessel is as round as a small nodule, so neither density nor the
+//! inscribed radius of `postprocess::drop_thin_opacities` separates them. What does is that a
+//! vessel does not stop where the finding stops: its dense voxels belong to a dense structure
+//! (6-connected lung voxels above `dense_above_hu`) that lies mostly outside the finding, while
+//! a consolidation is dense inside its opacity and a ground-glass lesion is not dense at all. So
+//! a found opacity is dropped when no ball of `max_radius_mm` fits in it (large lesions contain
+//! vessels and keep them: they are part of the opacified lung) and at least `min_vessel_share` of
+//! its voxels belong to dense structures that are more outside it than inside. A solid nodule
+//! touching a vessel joins the vessel's structure and is lost too: the cost, measured on the
+//! tuning phantoms (models/train/README.md).
+
+use std::collections::HashMap;
+
+use super::model::VesselOpacities;
+use super::postprocess::{OpacityComponents, run_components_where};
+
+/// Drop from `opacities` (labels on the CT grid, `[z][y][x]` of `dims`, `spacing` in mm as `[x,
+/// y, z]`) the small components that are mostly vessel, judged on the lung (`lobes` > 0) of the
+/// CT (`hu`).
+pub fn drop(
+    opacities: &mut [u8],
+    lobes: &[u8],
+    hu: &[i16],
+    dims: [usize; 3],
+    spacing: [f64; 3],
+    rule: &VesselOpacities,
+) {
+    let Some(found) = OpacityComponents::of(opacities, dims, spacing) else {
+        return;
+    };
+    let r = rule.max_radius_mm as f32;
+    let small = |root: u32| found.deepest[root as usize] < r * r;
+    if !found.roots.iter().any(|&root| small(root)) {
+        return;
+    }
+    let dense_above = rule.dense_above_hu;
+    let (dense, dense_roots) =
+        run_components_where(dims, |i| lobes[i] > 0 && f32::from(hu[i]) > dense_above);
+    let mut dense_size = vec![0u64; dense.len()];
+    for (run, &root) in dense.iter().zip(&dense_roots) {
+        dense_size[root as usize] += (run.x1 - run.x0) as u64;
+    }
+    // Dense runs are in raster order: the runs of one row are found by binary search.
+    let row_of = |z: usize, y: usize| {
+        let start = dense.partition_point(|d| (d.z, d.y) < (z, y));
+        let end = dense.partition_point(|d| (d.z, d.y) <= (z, y));
+        start..end
+    };
+    let mut size: HashMap<u32, u64> = HashMap::new();
+    // (opacity component, dense structure) → voxels they share.
+    let mut shared: HashMap<(u32, u32), u64> = HashMap::new();
+    for (run, &root) in found.runs.iter().zip(&found.roots) {
+        if !small(root) {
+            continue;
+        }
+        let (z, y, x0, x1) = found.global(run);
+        *size.entry(root).or_default() += (x1 - x0) as u64;
+        for i in row_of(z, y) {
+            let (a, b) = (dense[i].x0.max(x0), dense[i].x1.min(x1));
+            if a < b {
+                *shared.entry((root, dense_roots[i])).or_default() += (b - a) as u64;
+            }
+        }
+    }
+    let mut vessel: HashMap<u32, u64> = HashMap::new();
+    for (&(root, d), &inside) in &shared {
+        if dense_size[d as usize] - inside >= inside {
+            *vessel.entry(root).or_default() += inside;
+        }
+    }
+    let share = rule.min_vessel_share;
+    found.clear(opacities, dims, |root| {
+        let v = vessel.get(&root).copied().unwrap_or(0) as f64;
+        let n = size.get(&root).copied().unwrap_or(0) as f64;
+        n > 0.0 && v >= share * n
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIMS: [usize; 3] = [5, 9, 20];
+    const SPACING: [f64; 3] = [1.0, 1.0, 1.0];
+
+    fn at(z: usize, y: usize, x: usize) -> usize {
+        (z * DIMS[1] + y) * DIMS[2] + x
+    }
+
+    fn rule() -> VesselOpacities {
+        VesselOpacities {
+            dense_above_hu: -300.0,
+            max_radius_mm: 4.0,
+            min_vessel_share: 0.2,
+        }
+    }
+
+    /// Lung everywhere at -850 HU, with a vessel (40 HU) along x through row 4 of slice 2.
+    fn lung_with_vessel() -> (Vec<u8>, Vec<i16>) {
+        let lobes = vec![1u8; DIMS.iter().product()];
+        let mut hu = vec![-850i16; lobes.len()];
+        for x in 0..DIMS[2] {
+            hu[at(2, 4, x)] = 40;
+        }
+        (lobes, hu)
+    }
+
+    /// A 3 × 3 × 3 opacity centred on slice 2, row 4, column `cx`.
+    fn cube(cx: usize) -> Vec<u8> {
+        let mut o = vec![0u8; DIMS.iter().product()];
+        for z in 1..4 {
+            for y in 3..6 {
+                for x in cx - 1..cx + 2 {
+                    o[at(z, y, x)] = 1;
+                }
+            }
+        }
+        o
+    }
+
+    #[test]
+    fn drops_a_small_opacity_around_a_vessel_that_goes_on() {
+        let (lobes, hu) = lung_with_vessel();
+        let mut o = cube(10);
+        // 3 of its 27 voxels are the vessel, which runs 17 more voxels outside it.
+        drop(
+            &mut o,
+            &lobes,
+            &hu,
+            DIMS,
+            SPACING,
+            &VesselOpacities {
+                min_vessel_share: 0.1,
+                ..rule()
+            },
+        );
+        assert!(o.iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn keeps_it_when_the_vessel_share_is_below_the_rule() {
+        let (lobes, hu) = lung_with_vessel();
+        let mut o = cube(10);
+        let before = o.clone();
+        drop(&mut o, &lobes, &hu, DIMS, SPACING, &rule());
+        assert_eq!(o, before);
+    }
+
+    #[test]
+    fn keeps_a_dense_opacity_whose_density_stays_inside_it() {
+        // A consolidation: the whole cube dense, the vessel only touching it (it is mostly
+        // inside the finding, so it is not a vessel passing through).
+        let (lobes, mut hu) = lung_with_vessel();
+        let mut o = cube(10);
+        for (h, &v) in hu.iter_mut().zip(&o) {
+            if v > 0 {
+                *h = 30;
+            }
+        }
+        // Shorten the vessel to 3 voxels outside the cube.
+        for x in (0..6).chain(15..20) {
+            hu[at(2, 4, x)] = -850;
+        }
+        o.iter_mut().filter(|v| **v > 0).for_each(|v| *v = 2);
+        let before = o.clone();
+        drop(&mut o, &lobes, &hu, DIMS, SPACING, &rule());
+        assert_eq!(o, before);
+    }
+
+    #[test]
+    fn keeps_an_opacity_too_large_for_the_rule() {
+        let (lobes, hu) = lung_with_vessel();
+        let mut o = cube(10);
+        let before = o.clone();
+        // A ball of radius 1 mm fits in the cube (its centre is 2 voxels from outside).
+        drop(
+            &mut o,
+            &lobes,
+            &hu,
+            DIMS,
+            SPACING,
+            &VesselOpacities {
+                max_radius_mm: 1.5,
+                min_vessel_share: 0.1,
+                ..rule()
+            },
+        );
+        assert_eq!(o, before);
+    }
+
+    #[test]
+    fn the_vessel_only_counts_inside_the_lung() {
+        let (mut lobes, hu) = lung_with_vessel();
+        // Outside the cube the vessel's voxels are not lung (mediastinum): nothing goes on.
+        for x in (0..9).chain(12..20) {
+            lobes[at(2, 4, x)] = 0;
+        }
+        let mut o = cube(10);
+        let before = o.clone();
+        drop(
+            &mut o,
+            &lobes,
+            &hu,
+            DIMS,
+            SPACING,
+            &VesselOpacities {
+                min_vessel_share: 0.1,
+                ..rule()
+            },
+        );
+        assert_eq!(o, before);
+    }
+}
