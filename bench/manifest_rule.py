@@ -1,12 +1,12 @@
 """Benchmark: what one post-processing rule of a shipped manifest costs `pulmo analyze` (CPU).
 The shipped models run twice per study, interleaved: with the manifests as shipped and with the
 rule taken out. Rules: `thin_opacities` (the opacities manifest's `min_inscribed_radius_voxels`),
-`lung_border` (the lobes manifest's `[output.lung_border]`) and `opacity_edge` (the opacities
-manifest's `[output.opacity_edge]`). Full-size phantoms (seed 1) at two
-COVID-19 severities; medians of RUNS runs (default 3). Run from the repository root after
+`lung_border` (the lobes manifest's `[output.lung_border]`), `opacity_edge` (the opacities
+manifest's `[output.opacity_edge]`) and `vessel_opacities` (its `[output.vessel_opacities]`).
+Full-size phantoms (seed 1) at two COVID-19 severities; medians of RUNS runs (default 3). Run from the repository root after
 `make build`:
 
-    build/venv/bin/python bench/manifest_rule.py thin_opacities|lung_border|opacity_edge
+    build/venv/bin/python bench/manifest_rule.py thin_opacities|lung_border|opacity_edge|vessel_opacities
 
 Prints a Markdown table for BENCHMARKS.md."""
 import json
@@ -27,6 +27,7 @@ RULES = {
     "thin_opacities": (r"(?m)^min_inscribed_radius_voxels = .*\n", "thin_opacities"),
     "lung_border": (r"(?ms)^\[output\.lung_border\]\n.*?\n\n", "lobes_back_to_source"),
     "opacity_edge": (r"(?ms)^\[output\.opacity_edge\]\n.*?\n\n", "opacity_edge"),
+    "vessel_opacities": (r"(?ms)^\[output\.vessel_opacities\]\n.*?\n\n", "vessel_opacities"),
 }
 if len(sys.argv) != 2 or sys.argv[1] not in RULES:
     sys.exit(f"usage: manifest_rule.py {'|'.join(RULES)}")

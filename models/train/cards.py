@@ -12,7 +12,7 @@ import tomllib
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from evaluate import breakdown, table  # noqa: E402
 from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBES_BORDER, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING,  # noqa: E402
-                  OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_PATCH, SEG_SPACING, TRAIN_SEEDS, WINDOW)
+                  OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_VESSELS, OPACITIES_PATCH, SEG_SPACING, TRAIN_SEEDS, WINDOW)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -51,8 +51,13 @@ the opacities out to their edge (`[output.opacity_edge]`): lung at least as dens
 {OPACITIES_EDGE['dense_above_hu']:.0f} HU within {OPACITIES_EDGE['reach_mm']} mm in the slice of a found opacity joins it
 (4-connected steps of a CT pixel, as many as fit: two on a 0.7 mm CT, none on a 2.8 mm one). The network's
 opacities stop short of the lesions' edges by about one of its 1.6 mm voxels, which was most of the
-underestimate of severe and critical COVID-19 lobes. Version 1.2.0 is the 1.1.0 network with the filter;
-1.3.0 adds the edge rule.""",
+underestimate of severe and critical COVID-19 lobes. Last, pulmo drops the small findings that are a vessel
+(`[output.vessel_opacities]`): no ball of {OPACITIES_VESSELS['max_radius_mm']} mm radius fits in them and at least
+{OPACITIES_VESSELS['min_vessel_share'] * 100:.0f} % of their voxels belong to dense lung (above
+{OPACITIES_VESSELS['dense_above_hu']:.0f} HU) that lies mostly outside them, a vessel going on beyond the finding.
+Nearly all of the network's remaining false positives in clean lobes were such pieces of vessels; the rule also
+drops a small nodule touching a vessel and a small ground-glass lesion a vessel runs through. Version 1.2.0 is
+the 1.1.0 network with the filter; 1.3.0 adds the edge rule, 1.4.0 the vessel rule.""",
     "classifier": f"""A small 3D CNN (four strided convolutions, 12-24-32-48 channels, global mean and max pooling, plus
 four global statistics of the opacity map) that gives the probability of the COVID-19 pattern against other
 pneumonia patterns (lobar consolidation, nodules) and normal lungs. Input: two channels over the whole volume

@@ -7,7 +7,7 @@ import onnx
 import torch
 
 from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_MULTIPLE, LOBES_PATCH,
-                  LOBES_SPACING, OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_PATCH, OPACITY_LABELS, SEG_OVERLAP, SEG_SPACING,
+                  LOBES_SPACING, OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_VESSELS, OPACITIES_PATCH, OPACITY_LABELS, SEG_OVERLAP, SEG_SPACING,
                   TRAIN_SEEDS, WINDOW)
 
 # Per model: a retrained model gets a new version, the SR names it.
@@ -17,9 +17,11 @@ from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_M
 # (min_inscribed_radius_voxels), which changes what the SEG and the SR report.
 # opacities 1.3.0: the 1.1.0 weights; its manifest also has pulmo carry the opacities out to the
 # edge the CT shows (opacity_edge).
+# opacities 1.4.0: the 1.1.0 weights; its manifest also has pulmo drop small findings that are a
+# vessel (vessel_opacities).
 # lobes 1.1.0: the 1.0.0 weights; its manifest has pulmo let the CT place the lungs' border
 # where the model is unsure (lung_border).
-VERSIONS = {"lobes": "1.1.0", "opacities": "1.3.0", "classifier": "1.2.0"}
+VERSIONS = {"lobes": "1.1.0", "opacities": "1.4.0", "classifier": "1.2.0"}
 OPSET = 17
 
 
@@ -111,7 +113,8 @@ def segmentation(net, name, out, training_s, steps, channels=("ct",)):
            f'window = {_toml_list(WINDOW)}\npatch = {_toml_list(patch)}\noverlap = {SEG_OVERLAP}\nbatch = 1\n'
            f'channels = {_toml_list(list(channels))}')
     extra = f"\nmin_inscribed_radius_voxels = {OPACITIES_MIN_RADIUS_VOXELS}" if name == "opacities" else ""
-    tables = _table("output.opacity_edge", OPACITIES_EDGE) if name == "opacities" else ""
+    tables = (_table("output.opacity_edge", OPACITIES_EDGE) + _table("output.vessel_opacities", OPACITIES_VESSELS)
+              if name == "opacities" else "")
     _manifest(out, name, name, "segmentation", sha, what, inp, labels, _provenance(training_s, steps),
               output_extra=extra, output_tables=tables)
 

@@ -37,6 +37,11 @@ OPACITIES_MIN_RADIUS_VOXELS = 2.5
 # stop short of the lesions' edges by about that much. Chosen on the 14 tuning phantoms (seeds
 # 800000-800013) and checked on 28; see README.md.
 OPACITIES_EDGE = {"dense_above_hu": -700.0, "reach_mm": 1.6}
+# Last, pulmo drops small findings that are a vessel (src/infer/vessel_opacities.rs): no ball of
+# 8 mm radius fits in them and at least 5 % of their voxels belong to dense lung (above -300 HU)
+# that lies mostly outside them, a vessel going on beyond the finding. Chosen on the 28 tuning
+# phantoms (seeds 800000-800027); see README.md.
+OPACITIES_VESSELS = {"dense_above_hu": -300.0, "max_radius_mm": 8.0, "min_vessel_share": 0.05}
 # Classifier: the whole volume resized to this shape (z, y, x).
 CLS_DIMS = (48, 96, 96)
 
