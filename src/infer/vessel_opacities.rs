@@ -101,6 +101,18 @@ mod tests {
         }
     }
 
+    /// The opacities `o` after the rule with this share and radius.
+    fn after(o: &[u8], lobes: &[u8], hu: &[i16], share: f64, radius_mm: f64) -> Vec<u8> {
+        let mut o = o.to_vec();
+        let rule = VesselOpacities {
+            min_vessel_share: share,
+            max_radius_mm: radius_mm,
+            ..rule()
+        };
+        drop(&mut o, lobes, hu, DIMS, SPACING, &rule);
+        o
+    }
+
     /// Lung everywhere at -850 HU, with a vessel (40 HU) along x through row 4 of slice 2.
     fn lung_with_vessel() -> (Vec<u8>, Vec<i16>) {
         let lobes = vec![1u8; DIMS.iter().product()];
@@ -127,29 +139,16 @@ mod tests {
     #[test]
     fn drops_a_small_opacity_around_a_vessel_that_goes_on() {
         let (lobes, hu) = lung_with_vessel();
-        let mut o = cube(10);
+        let o = cube(10);
         // 3 of its 27 voxels are the vessel, which runs 17 more voxels outside it.
-        drop(
-            &mut o,
-            &lobes,
-            &hu,
-            DIMS,
-            SPACING,
-            &VesselOpacities {
-                min_vessel_share: 0.1,
-                ..rule()
-            },
-        );
-        assert!(o.iter().all(|&v| v == 0));
+        assert!(after(&o, &lobes, &hu, 0.1, 4.0).iter().all(|&v| v == 0));
     }
 
     #[test]
     fn keeps_it_when_the_vessel_share_is_below_the_rule() {
         let (lobes, hu) = lung_with_vessel();
-        let mut o = cube(10);
-        let before = o.clone();
-        drop(&mut o, &lobes, &hu, DIMS, SPACING, &rule());
-        assert_eq!(o, before);
+        let o = cube(10);
+        assert_eq!(after(&o, &lobes, &hu, 0.2, 4.0), o);
     }
 
     #[test]
@@ -163,35 +162,20 @@ mod tests {
                 *h = 30;
             }
         }
-        // Shorten the vessel to 3 voxels outside the cube.
+        // Shorten the vessel to 3 voxels on each side of the cube.
         for x in (0..6).chain(15..20) {
             hu[at(2, 4, x)] = -850;
         }
         o.iter_mut().filter(|v| **v > 0).for_each(|v| *v = 2);
-        let before = o.clone();
-        drop(&mut o, &lobes, &hu, DIMS, SPACING, &rule());
-        assert_eq!(o, before);
+        assert_eq!(after(&o, &lobes, &hu, 0.2, 4.0), o);
     }
 
     #[test]
     fn keeps_an_opacity_too_large_for_the_rule() {
         let (lobes, hu) = lung_with_vessel();
-        let mut o = cube(10);
-        let before = o.clone();
-        // A ball of radius 1 mm fits in the cube (its centre is 2 voxels from outside).
-        drop(
-            &mut o,
-            &lobes,
-            &hu,
-            DIMS,
-            SPACING,
-            &VesselOpacities {
-                max_radius_mm: 1.5,
-                min_vessel_share: 0.1,
-                ..rule()
-            },
-        );
-        assert_eq!(o, before);
+        let o = cube(10);
+        // The cube's centre is 2 mm from outside it: a ball of 1.5 mm fits.
+        assert_eq!(after(&o, &lobes, &hu, 0.1, 1.5), o);
     }
 
     #[test]
@@ -201,19 +185,7 @@ mod tests {
         for x in (0..9).chain(12..20) {
             lobes[at(2, 4, x)] = 0;
         }
-        let mut o = cube(10);
-        let before = o.clone();
-        drop(
-            &mut o,
-            &lobes,
-            &hu,
-            DIMS,
-            SPACING,
-            &VesselOpacities {
-                min_vessel_share: 0.1,
-                ..rule()
-            },
-        );
-        assert_eq!(o, before);
+        let o = cube(10);
+        assert_eq!(after(&o, &lobes, &hu, 0.1, 4.0), o);
     }
 }
