@@ -415,8 +415,9 @@ pub fn drop_thin_opacities(
 /// The 6-connected components of an opacity map (any label), found in the box around them, each
 /// with the square of the radius in mm of the largest ball that fits in it.
 pub(crate) struct OpacityComponents {
-    /// The box's first voxel, `[z, y, x]` of the whole volume; runs are relative to it.
-    pub lo: [usize; 3],
+    /// The box's first voxel, `[z, y, x]` of the whole volume; runs are relative to it (`global`
+    /// places them).
+    lo: [usize; 3],
     pub runs: Vec<Run>,
     pub roots: Vec<u32>,
     /// Indexed by root: squared mm.
