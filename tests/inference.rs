@@ -208,6 +208,10 @@ const EDGE: &str = "\n[output.opacity_edge]\ndense_above_hu = -700.0\nreach_mm =
 const VESSEL: &str = "\n[output.vessel_opacities]\ndense_above_hu = -300.0\nmax_radius_mm = 8.0\n\
     min_vessel_share = 0.2\n";
 
+/// A consolidated-lobe rule, to append to a manifest.
+const CONSOLIDATED: &str = "\n[output.consolidated_lobe]\nmin_lobe_share = 0.5\n\
+    min_inside_share = 0.8\nmin_consolidation_share = 0.5\n";
+
 /// The threshold (opacities) manifest made a lobes one, upsampled linearly.
 fn as_linear_lobes(t: String) -> String {
     t.replace("role = \"opacities\"", "role = \"lobes\"")
@@ -325,6 +329,24 @@ fn bad_manifests_are_refused_with_clear_messages() {
             "vessel-share",
             Box::new(|t: String| t + &VESSEL.replace("= 0.2", "= 1.5")),
             "min_vessel_share must be above 0 and at most 1",
+        ),
+        (
+            "consolidated-role",
+            Box::new(|t: String| t + CONSOLIDATED),
+            "consolidated_lobe is for a lobes model",
+        ),
+        (
+            "consolidated-share",
+            Box::new(|t: String| {
+                as_linear_lobes(t)
+                    + &CONSOLIDATED.replace("min_lobe_share = 0.5", "min_lobe_share = 0.0")
+            }),
+            "min_lobe_share must be above 0 and at most 1",
+        ),
+        (
+            "consolidated-inside",
+            Box::new(|t: String| as_linear_lobes(t) + &CONSOLIDATED.replace("= 0.8", "= 0.5")),
+            "min_inside_share must be above 0.5",
         ),
     ];
     // The lobes model runs first, so it cannot be given the lung mask.

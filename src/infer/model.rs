@@ -152,6 +152,19 @@ pub struct VesselOpacities {
     pub min_vessel_share: f64,
 }
 
+/// When a found opacity takes back the voxels of its lobe that the lobes model gave to a
+/// neighbouring lobe (`consolidated_lobe::claim`). Shares are of voxels on the CT grid.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsolidatedLobe {
+    /// The part of the finding inside its lobe is at least this share of the lobe.
+    pub min_lobe_share: f64,
+    /// At least this share of the finding is inside that lobe.
+    pub min_inside_share: f64,
+    /// At least this share of the finding is consolidation.
+    pub min_consolidation_share: f64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
@@ -169,6 +182,10 @@ pub struct OutputSpec {
     /// lungs' border (`border::refine_slice`). Absent, the argmax stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lung_border: Option<LungBorder>,
+    /// Lobes only: a lobe that is mostly consolidated keeps its consolidation, last, after the
+    /// opacity rules (`consolidated_lobe::claim`). Absent, the labels stand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consolidated_lobe: Option<ConsolidatedLobe>,
     /// Opacities only: lung beside a found opacity and dense enough joins it, after the thin
     /// components are dropped (`opacity_edge::grow`). Absent, the labels stand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -306,6 +323,26 @@ impl Manifest {
             }
             if b.dense_reach_voxels > 64 {
                 return Err("output.lung_border.dense_reach_voxels must be at most 64".into());
+            }
+        }
+        if let Some(c) = &self.output.consolidated_lobe {
+            if self.role != Role::Lobes {
+                return Err("output.consolidated_lobe is for a lobes model".into());
+            }
+            for (name, v) in [
+                ("min_lobe_share", c.min_lobe_share),
+                ("min_inside_share", c.min_inside_share),
+                ("min_consolidation_share", c.min_consolidation_share),
+            ] {
+                if !(v > 0.0 && v <= 1.0) {
+                    return Err(format!(
+                        "output.consolidated_lobe.{name} must be above 0 and at most 1"
+                    ));
+                }
+            }
+            // Under half, a finding shared by two lobes could be claimed by either.
+            if c.min_inside_share <= 0.5 {
+                return Err("output.consolidated_lobe.min_inside_share must be above 0.5".into());
             }
         }
         if let Some(e) = &self.output.opacity_edge {

@@ -400,6 +400,12 @@ pub fn analyze(
         infer::vessel_opacities::drop(&mut opacities, &lobes, &volume.hu, dims, g.spacing, rule);
         timed("vessel_opacities", t, progress);
     }
+    // Last: it judges the opacities as they will be measured.
+    if let Some(rule) = &models.lobes.manifest.output.consolidated_lobe {
+        let t = Instant::now();
+        infer::consolidated_lobe::claim(&mut lobes, &opacities, dims, rule);
+        timed("consolidated_lobe", t, progress);
+    }
 
     progress.stage("measure");
     let t = Instant::now();

@@ -42,6 +42,14 @@ impl Lobe {
         Lobe::ALL.into_iter().find(|l| l.label() == label)
     }
 
+    /// A lobe of the right lung.
+    pub fn right(self) -> bool {
+        matches!(
+            self,
+            Lobe::RightUpper | Lobe::RightMiddle | Lobe::RightLower
+        )
+    }
+
     pub fn key(self) -> &'static str {
         match self {
             Lobe::RightUpper => "RUL",
