@@ -210,7 +210,7 @@ const VESSEL: &str = "\n[output.vessel_opacities]\ndense_above_hu = -300.0\nmax_
 
 /// A consolidated-lobe rule, to append to a manifest.
 const CONSOLIDATED: &str = "\n[output.consolidated_lobe]\nmin_lobe_share = 0.5\n\
-    min_inside_share = 0.8\nmin_consolidation_share = 0.5\n";
+    min_inside_share = 0.7\nmin_consolidation_share = 0.5\nmax_neighbour_share = 0.25\n";
 
 /// The threshold (opacities) manifest made a lobes one, upsampled linearly.
 fn as_linear_lobes(t: String) -> String {
@@ -345,8 +345,13 @@ fn bad_manifests_are_refused_with_clear_messages() {
         ),
         (
             "consolidated-inside",
-            Box::new(|t: String| as_linear_lobes(t) + &CONSOLIDATED.replace("= 0.8", "= 0.5")),
+            Box::new(|t: String| as_linear_lobes(t) + &CONSOLIDATED.replace("= 0.7", "= 0.5")),
             "min_inside_share must be above 0.5",
+        ),
+        (
+            "consolidated-neighbour",
+            Box::new(|t: String| as_linear_lobes(t) + &CONSOLIDATED.replace("= 0.25", "= 0.5")),
+            "max_neighbour_share must be below min_lobe_share",
         ),
     ];
     // The lobes model runs first, so it cannot be given the lung mask.

@@ -7,8 +7,10 @@
 //! of 0 (models/train/README.md). Lobar consolidation is bounded by the lobe's pleura, which is
 //! what makes it lobar, so a found opacity that fills most of one lobe, lies mostly in that lobe
 //! and is mostly consolidation takes its voxels that the model gave to another lobe of the same
-//! lung back into that lobe. Diffuse opacities (COVID-19: ground glass crossing several lobes) are
-//! not consolidation for the most part, or are not mostly in one lobe, and are left alone.
+//! lung back into that lobe, unless that other lobe holds much of it too (multilobar pneumonia:
+//! the other lobe is consolidated as well and keeps its part). Diffuse opacities (COVID-19:
+//! ground glass crossing several lobes) are not consolidation for the most part, or are not
+//! mostly in one lobe, and are left alone.
 
 use std::collections::HashMap;
 
@@ -48,8 +50,8 @@ pub fn claim(lobes: &mut [u8], opacities: &[u8], dims: [usize; 3], rule: &Consol
         }
         p.size += (run.x1 - run.x0) as u64;
     }
-    // Component → the lobe that claims it.
-    let claims: HashMap<u32, Lobe> = parts
+    // Component → the lobe that claims it, and which labels give their part of it to that lobe.
+    let claims: HashMap<u32, (Lobe, [bool; 6])> = parts
         .iter()
         .filter_map(|(&root, p)| {
             let (label, &inside) = (1..6)
@@ -60,20 +62,27 @@ pub fn claim(lobes: &mut [u8], opacities: &[u8], dims: [usize; 3], rule: &Consol
             let fills = inside as f64 >= rule.min_lobe_share * lobe_size[label] as f64;
             let inside_lobe = inside as f64 >= rule.min_inside_share * size;
             let consolidated = p.consolidation as f64 >= rule.min_consolidation_share * size;
-            (inside > 0 && fills && inside_lobe && consolidated).then_some((root, lobe))
+            let gives = std::array::from_fn(|l| {
+                Lobe::from_label(l as u8).is_some_and(|other| {
+                    // Never across the mediastinum: a lobe of the other lung keeps its voxels.
+                    other != lobe
+                        && other.right() == lobe.right()
+                        && p.per_lobe[l] as f64 <= rule.max_neighbour_share * lobe_size[l] as f64
+                })
+            });
+            (inside > 0 && fills && inside_lobe && consolidated).then_some((root, (lobe, gives)))
         })
         .collect();
     if claims.is_empty() {
         return;
     }
     for (run, root) in runs.iter().zip(&roots) {
-        let Some(&lobe) = claims.get(root) else {
+        let Some(&(lobe, gives)) = claims.get(root) else {
             continue;
         };
         for x in run.x0..run.x1 {
             let l = &mut lobes[at(run.z, run.y, x)];
-            // Never across the mediastinum: a lobe of the other lung keeps its voxels.
-            if Lobe::from_label(*l).is_some_and(|other| other.right() == lobe.right()) {
+            if gives[usize::from(*l)] {
                 *l = lobe.label();
             }
         }
@@ -93,8 +102,9 @@ mod tests {
     fn rule() -> ConsolidatedLobe {
         ConsolidatedLobe {
             min_lobe_share: 0.5,
-            min_inside_share: 0.8,
+            min_inside_share: 0.7,
             min_consolidation_share: 0.5,
+            max_neighbour_share: 0.25,
         }
     }
 
@@ -165,6 +175,34 @@ mod tests {
     }
 
     #[test]
+    fn a_neighbour_consolidated_as_well_keeps_its_part() {
+        // The lower lobe and 60 % of the upper lobe consolidated, as one finding (multilobar
+        // pneumonia).
+        let mut o = vec![opacity::NONE; DIMS.iter().product()];
+        for z in 0..DIMS[0] {
+            for y in 2..DIMS[1] {
+                for x in 0..10 {
+                    o[at(z, y, x)] = opacity::CONSOLIDATION;
+                }
+            }
+        }
+        let multilobar = ConsolidatedLobe {
+            min_inside_share: 0.6,
+            ..rule()
+        };
+        let mut lobes = lungs();
+        claim(&mut lobes, &o, DIMS, &multilobar);
+        assert_eq!(lobes, lungs());
+        // Were any part allowed to move, the upper lobe would lose it.
+        let any_part = ConsolidatedLobe {
+            max_neighbour_share: 1.0,
+            ..multilobar
+        };
+        claim(&mut lobes, &o, DIMS, &any_part);
+        assert_eq!(count(&lobes, Lobe::RightUpper), 4 * 2 * 10);
+    }
+
+    #[test]
     fn a_small_or_shared_finding_does_not_move_fissures() {
         // A consolidation of 2 rows each side of the fissure: half in each lobe, and it fills
         // 40 % of either.
@@ -179,11 +217,12 @@ mod tests {
         let mut lobes = lungs();
         claim(&mut lobes, &o, DIMS, &rule());
         assert_eq!(lobes, lungs());
-        // Allowed to claim a lobe it fills by 40 % and to lie half outside, it takes the row.
+        // Allowed to claim a lobe it fills by 40 % and to lie half outside, it takes the rows.
         let loose = ConsolidatedLobe {
             min_lobe_share: 0.4,
             min_inside_share: 0.5,
-            ..rule()
+            min_consolidation_share: 0.5,
+            max_neighbour_share: 0.4,
         };
         claim(&mut lobes, &o, DIMS, &loose);
         assert_ne!(lobes, lungs());

@@ -163,6 +163,9 @@ pub struct ConsolidatedLobe {
     pub min_inside_share: f64,
     /// At least this share of the finding is consolidation.
     pub min_consolidation_share: f64,
+    /// Its part in another lobe moves only if that part is at most this share of that lobe; a
+    /// larger part is consolidation of that lobe too (multilobar pneumonia) and stays.
+    pub max_neighbour_share: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -333,6 +336,7 @@ impl Manifest {
                 ("min_lobe_share", c.min_lobe_share),
                 ("min_inside_share", c.min_inside_share),
                 ("min_consolidation_share", c.min_consolidation_share),
+                ("max_neighbour_share", c.max_neighbour_share),
             ] {
                 if !(v > 0.0 && v <= 1.0) {
                     return Err(format!(
@@ -343,6 +347,13 @@ impl Manifest {
             // Under half, a finding shared by two lobes could be claimed by either.
             if c.min_inside_share <= 0.5 {
                 return Err("output.consolidated_lobe.min_inside_share must be above 0.5".into());
+            }
+            // A neighbour that could claim the finding itself must not be the one to give way.
+            if c.max_neighbour_share >= c.min_lobe_share {
+                return Err(
+                    "output.consolidated_lobe.max_neighbour_share must be below min_lobe_share"
+                        .into(),
+                );
             }
         }
         if let Some(e) = &self.output.opacity_edge {
