@@ -435,3 +435,54 @@ fn the_vessel_rule_clears_vessels_from_clean_lungs() {
          CTSS 0: {clean_with} with, {clean_without} without"
     );
 }
+
+#[test]
+fn the_consolidated_lobe_keeps_its_consolidation() {
+    // Lobes 1.2.0 add `[output.consolidated_lobe]`: inside a consolidated lobe the CT shows no
+    // fissure, and the network gives part of the lobe to its neighbour, which then reads as
+    // opacified (models/train/README.md). A small lobar pneumonia phantom, with the shipped
+    // manifest and with the rule taken out of it: every lobe clean in truth must read CTSS 0 with
+    // the rule, and not every one without it (this phantom: the left upper lobe at 10.6 %
+    // without the rule, 0 with it).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut params = Params::new(424_252, Size::Small);
+    params.pattern = Pattern::Lobar;
+    let study = tmp.path().join("study");
+    write_phantom(&study, &params, Syntax::Explicit, false, false);
+    let truth: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(study.join("truth/truth.json")).expect("truth"),
+    )
+    .expect("json");
+    let clean_in_truth: Vec<&str> = LOBES
+        .into_iter()
+        .filter(|l| truth["lobes"][l]["ctss"].as_u64() == Some(0))
+        .collect();
+    assert_eq!(clean_in_truth.len(), 4, "lobar pneumonia of one lobe");
+    let without = models_without(
+        &tmp.path().join("models-without"),
+        "output.consolidated_lobe",
+    );
+    let clean = |models: &Path, name: &str| -> Vec<(&str, f64)> {
+        let out = analyze_with(models, &study, tmp.path(), name);
+        let f: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("findings.json")).expect("findings"),
+        )
+        .expect("json");
+        clean_in_truth
+            .iter()
+            .map(|&l| (l, num(&f["lobes"][l]["plo_percent"])))
+            .collect()
+    };
+    let with = clean(&models_dir(), "with");
+    let no_rule = clean(&without, "without");
+    eprintln!("PLO of the lobes clean in truth: {with:?} with the rule, {no_rule:?} without");
+    assert!(
+        with.iter().all(|&(_, p)| p == 0.0),
+        "clean lobes read opacified with the rule: {with:?}"
+    );
+    assert!(
+        no_rule.iter().any(|&(_, p)| p > 0.0),
+        "without the rule every clean lobe already reads clean, so this phantom tests nothing: \
+         {no_rule:?}"
+    );
+}

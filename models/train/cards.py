@@ -11,7 +11,7 @@ import tomllib
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from evaluate import breakdown, table  # noqa: E402
-from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBES_BORDER, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING,  # noqa: E402
+from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBES_BORDER, LOBES_CONSOLIDATED, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING,  # noqa: E402
                   OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_VESSELS, OPACITIES_PATCH, SEG_SPACING, TRAIN_SEEDS, WINDOW)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -31,8 +31,15 @@ the CT places the border (`[output.lung_border]` in the manifest): aerated voxel
 {LOBES_BORDER['lung_below_hu']:.0f} HU) join the most probable lobe, and voxels denser than {LOBES_BORDER['wall_above_hu']:.0f} HU (chest wall,
 diaphragm; ground glass is lighter) leave the lung unless dense lung the model is sure of lies within
 {LOBES_BORDER['dense_reach_voxels']} in-plane voxels, which keeps consolidation that reaches the pleura, where CT shows no border.
-Version 1.1.0 is the 1.0.0 network with that rule. pulmo then keeps the largest component of each lung and
-fills what the lungs enclose in 3D.""",
+pulmo then keeps the largest component of each lung and fills what the lungs enclose in 3D. Last, after
+the opacity rules, a consolidated lobe keeps its consolidation (`[output.consolidated_lobe]`): where the CT
+shows no fissure inside a consolidated lobe the network gave part of it to the neighbouring lobe (lobar
+pneumonia read as 1-15 % opacity of a clean neighbour), so a found opacity that fills at least
+{LOBES_CONSOLIDATED['min_lobe_share'] * 100:.0f} % of one lobe, lies at least {LOBES_CONSOLIDATED['min_inside_share'] * 100:.0f} % in it and is at least
+{LOBES_CONSOLIDATED['min_consolidation_share'] * 100:.0f} % consolidation takes back its voxels labelled as another lobe of the same lung:
+the edge of lobar consolidation is the fissure. Diffuse ground glass, or a finding spread over several
+lobes, does not move a fissure. Version 1.1.0 is the 1.0.0 network with the border rule, 1.2.0 adds the
+consolidated-lobe rule.""",
     "opacities": f"""A 3D U-Net (4 levels, 8-16-32-48 channels, instance normalisation) that labels every voxel as
 background, ground-glass opacity or consolidation. Input, two channels in patches of
 {OPACITIES_PATCH[0]} × {OPACITIES_PATCH[1]} × {OPACITIES_PATCH[2]} voxels on a {SEG_SPACING[0]} × {SEG_SPACING[1]} ×

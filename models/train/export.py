@@ -6,7 +6,7 @@ import pathlib
 import onnx
 import torch
 
-from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_MULTIPLE, LOBES_PATCH,
+from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_CONSOLIDATED, LOBES_MULTIPLE, LOBES_PATCH,
                   LOBES_SPACING, OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_VESSELS, OPACITIES_PATCH, OPACITY_LABELS, SEG_OVERLAP, SEG_SPACING,
                   TRAIN_SEEDS, WINDOW)
 
@@ -21,7 +21,9 @@ from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_M
 # vessel (vessel_opacities).
 # lobes 1.1.0: the 1.0.0 weights; its manifest has pulmo let the CT place the lungs' border
 # where the model is unsure (lung_border).
-VERSIONS = {"lobes": "1.1.0", "opacities": "1.4.0", "classifier": "1.2.0"}
+# lobes 1.2.0: the 1.0.0 weights; its manifest also has a consolidated lobe keep its
+# consolidation (consolidated_lobe).
+VERSIONS = {"lobes": "1.2.0", "opacities": "1.4.0", "classifier": "1.2.0"}
 OPSET = 17
 
 
@@ -90,7 +92,8 @@ def lobes(net, out, training_s, steps):
     _manifest(out, "lobes", "lobes", "segmentation", sha,
               "3D U-Net on the whole chest at 3.2 x 3.2 x 5 mm: background and the five lung lobes.",
               inp, LOBE_LABELS, _provenance(training_s, steps), output_extra='\nupsample = "linear"',
-              output_tables=_table("output.lung_border", LOBES_BORDER))
+              output_tables=_table("output.lung_border", LOBES_BORDER)
+              + _table("output.consolidated_lobe", LOBES_CONSOLIDATED))
 
 
 def _table(name, values):

@@ -24,6 +24,15 @@ LOBES_MULTIPLE = 8
 # phantoms (seeds 800000-800013); see README.md.
 LOBES_BORDER = {"unsure": [0.2, 0.8], "lung_below_hu": -400.0, "air_below_hu": -960.0,
                 "wall_above_hu": -250.0, "dense_reach_voxels": 8}
+# Last of all, a consolidated lobe keeps its consolidation (src/infer/consolidated_lobe.rs): a
+# found opacity that fills at least half of one lobe, lies at least 70 % in it and is at least half
+# consolidation takes back its voxels that the model gave to another lobe of the same lung (the
+# edge of lobar consolidation is the fissure, which the CT does not show inside it), from each
+# lobe that holds at most a quarter of itself in it (more: that lobe is consolidated too). Chosen
+# on 40 tuning phantoms (seeds 800000-800027, and the lobar and severe/critical COVID-19 ones of
+# 800028-800083); see README.md.
+LOBES_CONSOLIDATED = {"min_lobe_share": 0.5, "min_inside_share": 0.7, "min_consolidation_share": 0.5,
+                      "max_neighbour_share": 0.25}
 # Patch (z, y, x) the opacities model trains and runs on, with the overlap pulmo blends.
 OPACITIES_PATCH = (32, 96, 96)
 SEG_OVERLAP = 8
