@@ -2,11 +2,13 @@
 The shipped models run twice per study, interleaved: with the manifests as shipped and with the
 rule taken out. Rules: `thin_opacities` (the opacities manifest's `min_inscribed_radius_voxels`),
 `lung_border` (the lobes manifest's `[output.lung_border]`), `opacity_edge` (the opacities
-manifest's `[output.opacity_edge]`) and `vessel_opacities` (its `[output.vessel_opacities]`).
-Full-size phantoms (seed 1) at two COVID-19 severities; medians of RUNS runs (default 3). Run from the repository root after
+manifest's `[output.opacity_edge]`), `vessel_opacities` (its `[output.vessel_opacities]`) and
+`consolidated_lobe` (the lobes manifest's `[output.consolidated_lobe]`).
+Full-size phantoms (seed 1) at two COVID-19 severities (for `consolidated_lobe`, which acts on
+lobar pneumonia: critical COVID-19 and lobar pneumonia); medians of RUNS runs (default 3). Run from the repository root after
 `make build`:
 
-    build/venv/bin/python bench/manifest_rule.py thin_opacities|lung_border|opacity_edge|vessel_opacities
+    build/venv/bin/python bench/manifest_rule.py thin_opacities|lung_border|opacity_edge|vessel_opacities|consolidated_lobe
 
 Prints a Markdown table for BENCHMARKS.md."""
 import json
@@ -28,6 +30,7 @@ RULES = {
     "lung_border": (r"(?ms)^\[output\.lung_border\]\n.*?\n\n", "lobes_back_to_source"),
     "opacity_edge": (r"(?ms)^\[output\.opacity_edge\]\n.*?\n\n", "opacity_edge"),
     "vessel_opacities": (r"(?ms)^\[output\.vessel_opacities\]\n.*?\n\n", "vessel_opacities"),
+    "consolidated_lobe": (r"(?ms)^\[output\.consolidated_lobe\]\n.*?\n\n", "consolidated_lobe"),
 }
 if len(sys.argv) != 2 or sys.argv[1] not in RULES:
     sys.exit(f"usage: manifest_rule.py {'|'.join(RULES)}")
@@ -54,10 +57,12 @@ try:
         variants[name] = cfg
     print(f"| study | wall without / with (median) | max RSS without / with (median) | {stage_name} without / with (median) |")
     print("| --- | --- | --- | --- |")
-    for severity in ("critical", "moderate"):
-        study = work / f"study-{severity}"
+    cases = ((("covid", "critical"), ("lobar", "moderate")) if sys.argv[1] == "consolidated_lobe"
+             else (("covid", "critical"), ("covid", "moderate")))
+    for pattern, severity in cases:
+        study = work / f"study-{pattern}-{severity}"
         subprocess.run([pulmo, "phantom", "--out", study, "--seed", "1", "--size", "full",
-                        "--severity", severity], check=True, capture_output=True)
+                        "--pattern", pattern, "--severity", severity], check=True, capture_output=True)
         wall, rss, stage = ({"without": [], "with": []} for _ in range(3))
         for _ in range(runs):
             for name, cfg in variants.items():
@@ -74,7 +79,8 @@ try:
                     stage[name].append(timings[stage_name])
         g = json.loads((work / "out/findings.json").read_text())["series"]["geometry"]
         med = statistics.median
-        print(f"| COVID-19 {severity}, {g['columns']} × {g['rows']} × {g['slices']} | "
+        what = f"COVID-19 {severity}" if pattern == "covid" else "lobar pneumonia"
+        print(f"| {what}, {g['columns']} × {g['rows']} × {g['slices']} | "
               f"{med(wall['without']):.2f} / {med(wall['with']):.2f} s | "
               f"{med(rss['without']):.0f} / {med(rss['with']):.0f} MiB | "
               f"{' / '.join(f'{med(stage[n]):.2f} s' if stage[n] else '–' for n in ('without', 'with'))} |", flush=True)
