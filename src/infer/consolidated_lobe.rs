@@ -58,6 +58,7 @@ pub fn claim(lobes: &mut [u8], opacities: &[u8], dims: [usize; 3], rule: &Consol
                 .map(|l| (l, &p.per_lobe[l]))
                 .max_by_key(|&(_, n)| *n)?;
             let lobe = Lobe::from_label(label as u8)?;
+            // A component has voxels, so lying mostly inside the lobe means some are.
             let size = p.size as f64;
             let fills = inside as f64 >= rule.min_lobe_share * lobe_size[label] as f64;
             let inside_lobe = inside as f64 >= rule.min_inside_share * size;
@@ -70,7 +71,7 @@ pub fn claim(lobes: &mut [u8], opacities: &[u8], dims: [usize; 3], rule: &Consol
                         && p.per_lobe[l] as f64 <= rule.max_neighbour_share * lobe_size[l] as f64
                 })
             });
-            (inside > 0 && fills && inside_lobe && consolidated).then_some((root, (lobe, gives)))
+            (fills && inside_lobe && consolidated).then_some((root, (lobe, gives)))
         })
         .collect();
     if claims.is_empty() {

@@ -279,10 +279,11 @@ pub fn fill_holes_per_slice(labels: &mut [u8], dims: [usize; 3]) {
 /// Clean a lobe label volume in place: largest component per lung, then what the lungs enclose
 /// in 3D filled.
 pub fn clean_lobes(labels: &mut [u8], dims: [usize; 3]) {
-    let right = [Lobe::RightUpper, Lobe::RightMiddle, Lobe::RightLower].map(Lobe::label);
-    let left = [Lobe::LeftUpper, Lobe::LeftLower].map(Lobe::label);
-    for side in [&right[..], &left[..]] {
-        let mask: Vec<bool> = labels.iter().map(|l| side.contains(l)).collect();
+    for right in [true, false] {
+        let mask: Vec<bool> = labels
+            .iter()
+            .map(|&l| Lobe::from_label(l).is_some_and(|lobe| lobe.right() == right))
+            .collect();
         let keep = largest_component(&mask, dims);
         for ((l, m), k) in labels.iter_mut().zip(&mask).zip(&keep) {
             if *m && !*k {
