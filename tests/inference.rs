@@ -353,6 +353,13 @@ fn bad_manifests_are_refused_with_clear_messages() {
             Box::new(|t: String| as_linear_lobes(t) + &CONSOLIDATED.replace("= 0.25", "= 0.5")),
             "max_neighbour_share must be below min_lobe_share",
         ),
+        (
+            "consolidated-pocket",
+            Box::new(|t: String| {
+                as_linear_lobes(t) + CONSOLIDATED + "aerated_pocket_share = [0.3, 0.2]\n"
+            }),
+            "aerated_pocket_share must be [low, high] with 0 < low < high < 0.5",
+        ),
     ];
     // The lobes model runs first, so it cannot be given the lung mask.
     let path = variant(&m, "lung_gate", &tmp.path().join("lobes-lung"), |t| {

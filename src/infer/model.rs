@@ -166,6 +166,11 @@ pub struct ConsolidatedLobe {
     /// Its part in another lobe moves only if that part is at most this share of that lobe; a
     /// larger part is consolidation of that lobe too (multilobar pneumonia) and stays.
     pub max_neighbour_share: f64,
+    /// A claiming lobe's aerated pocket (6-connected voxels with no opacity found) whose size,
+    /// as a share of that lobe, is in this range and which touches a lobe that gave way goes to
+    /// the one it touches most (`consolidated_lobe::give_back_aerated`). Absent, it stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aerated_pocket_share: Option<[f64; 2]>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -354,6 +359,17 @@ impl Manifest {
                     "output.consolidated_lobe.max_neighbour_share must be below min_lobe_share"
                         .into(),
                 );
+            }
+            if let Some([low, high]) = c.aerated_pocket_share {
+                // A pocket half the lobe or more is the lobe's own aerated lung, not a fissure
+                // placed wrong.
+                if !(low > 0.0 && low < high && high < 0.5) {
+                    return Err(
+                        "output.consolidated_lobe.aerated_pocket_share must be [low, high] \
+                                with 0 < low < high < 0.5"
+                            .into(),
+                    );
+                }
             }
         }
         if let Some(e) = &self.output.opacity_edge {
