@@ -38,8 +38,11 @@ pneumonia read as 1-15 % opacity of a clean neighbour), so a found opacity that 
 {LOBES_CONSOLIDATED['min_lobe_share'] * 100:.0f} % of one lobe, lies at least {LOBES_CONSOLIDATED['min_inside_share'] * 100:.0f} % in it and is at least
 {LOBES_CONSOLIDATED['min_consolidation_share'] * 100:.0f} % consolidation takes back its voxels labelled as another lobe of the same lung:
 the edge of lobar consolidation is the fissure. Diffuse ground glass, or a finding spread over several
-lobes, does not move a fissure. Version 1.1.0 is the 1.0.0 network with the border rule, 1.2.0 adds the
-consolidated-lobe rule.""",
+lobes, does not move a fissure. The other half of that fissure: a piece of aerated lung (no opacity
+found, 6-connected) of {LOBES_CONSOLIDATED['aerated_pocket_share'][0] * 100:.0f}–{LOBES_CONSOLIDATED['aerated_pocket_share'][1] * 100:.0f} % of the claiming lobe that touches a neighbour
+which gave way goes to the neighbour it touches most (`aerated_pocket_share`): the network had put
+the fissure into the clean lobe, and the consolidated lobe read 4–15 points low. Version 1.1.0 is the
+1.0.0 network with the border rule, 1.2.0 adds the consolidated-lobe rule, 1.3.0 its aerated pocket.""",
     "opacities": f"""A 3D U-Net (4 levels, 8-16-32-48 channels, instance normalisation) that labels every voxel as
 background, ground-glass opacity or consolidation. Input, two channels in patches of
 {OPACITIES_PATCH[0]} × {OPACITIES_PATCH[1]} × {OPACITIES_PATCH[2]} voxels on a {SEG_SPACING[0]} × {SEG_SPACING[1]} ×

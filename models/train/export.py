@@ -23,7 +23,9 @@ from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_C
 # where the model is unsure (lung_border).
 # lobes 1.2.0: the 1.0.0 weights; its manifest also has a consolidated lobe keep its
 # consolidation (consolidated_lobe).
-VERSIONS = {"lobes": "1.2.0", "opacities": "1.4.0", "classifier": "1.2.0"}
+# lobes 1.3.0: the 1.0.0 weights; the consolidated lobe also gives its neighbour back the aerated
+# lung the network put on its side of the fissure (aerated_pocket_share).
+VERSIONS = {"lobes": "1.3.0", "opacities": "1.4.0", "classifier": "1.2.0"}
 OPSET = 17
 
 
