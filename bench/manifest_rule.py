@@ -3,12 +3,14 @@ The shipped models run twice per study, interleaved: with the manifests as shipp
 rule taken out. Rules: `thin_opacities` (the opacities manifest's `min_inscribed_radius_voxels`),
 `lung_border` (the lobes manifest's `[output.lung_border]`), `opacity_edge` (the opacities
 manifest's `[output.opacity_edge]`), `vessel_opacities` (its `[output.vessel_opacities]`) and
-`consolidated_lobe` (the lobes manifest's `[output.consolidated_lobe]`).
+`consolidated_lobe` (the lobes manifest's `[output.consolidated_lobe]`), `aerated_pocket` (that
+table's `aerated_pocket_share`).
 Full-size phantoms (seed 1) at two COVID-19 severities (for `consolidated_lobe`, which acts on
-lobar pneumonia: critical COVID-19 and lobar pneumonia); medians of RUNS runs (default 3). Run from the repository root after
+lobar pneumonia: critical COVID-19 and lobar pneumonia; for `aerated_pocket`: lobar pneumonia of
+seed 1 and of tuning seed 800074, where the pocket moves); medians of RUNS runs (default 3). Run from the repository root after
 `make build`:
 
-    build/venv/bin/python bench/manifest_rule.py thin_opacities|lung_border|opacity_edge|vessel_opacities|consolidated_lobe
+    build/venv/bin/python bench/manifest_rule.py thin_opacities|lung_border|opacity_edge|vessel_opacities|consolidated_lobe|aerated_pocket
 
 Prints a Markdown table for BENCHMARKS.md."""
 import json
@@ -31,6 +33,7 @@ RULES = {
     "opacity_edge": (r"(?ms)^\[output\.opacity_edge\]\n.*?\n\n", "opacity_edge"),
     "vessel_opacities": (r"(?ms)^\[output\.vessel_opacities\]\n.*?\n\n", "vessel_opacities"),
     "consolidated_lobe": (r"(?ms)^\[output\.consolidated_lobe\]\n.*?\n\n", "consolidated_lobe"),
+    "aerated_pocket": (r"(?m)^aerated_pocket_share = .*\n", "consolidated_lobe"),
 }
 if len(sys.argv) != 2 or sys.argv[1] not in RULES:
     sys.exit(f"usage: manifest_rule.py {'|'.join(RULES)}")
@@ -57,11 +60,12 @@ try:
         variants[name] = cfg
     print(f"| study | wall without / with (median) | max RSS without / with (median) | {stage_name} without / with (median) |")
     print("| --- | --- | --- | --- |")
-    cases = ((("covid", "critical"), ("lobar", "moderate")) if sys.argv[1] == "consolidated_lobe"
-             else (("covid", "critical"), ("covid", "moderate")))
-    for pattern, severity in cases:
-        study = work / f"study-{pattern}-{severity}"
-        subprocess.run([pulmo, "phantom", "--out", study, "--seed", "1", "--size", "full",
+    cases = {"consolidated_lobe": (("covid", "critical", 1), ("lobar", "moderate", 1)),
+             "aerated_pocket": (("lobar", "moderate", 1), ("lobar", "moderate", 800074))}.get(
+        sys.argv[1], (("covid", "critical", 1), ("covid", "moderate", 1)))
+    for pattern, severity, seed in cases:
+        study = work / f"study-{pattern}-{severity}-{seed}"
+        subprocess.run([pulmo, "phantom", "--out", study, "--seed", str(seed), "--size", "full",
                         "--pattern", pattern, "--severity", severity], check=True, capture_output=True)
         wall, rss, stage = ({"without": [], "with": []} for _ in range(3))
         for _ in range(runs):
@@ -80,6 +84,7 @@ try:
         g = json.loads((work / "out/findings.json").read_text())["series"]["geometry"]
         med = statistics.median
         what = f"COVID-19 {severity}" if pattern == "covid" else "lobar pneumonia"
+        what += "" if seed == 1 else f" (seed {seed})"
         print(f"| {what}, {g['columns']} × {g['rows']} × {g['slices']} | "
               f"{med(wall['without']):.2f} / {med(wall['with']):.2f} s | "
               f"{med(rss['without']):.0f} / {med(rss['with']):.0f} MiB | "
