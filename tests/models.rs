@@ -114,12 +114,9 @@ fn analysed(
         "analyze (with the quality checks passing) failed: {}",
         String::from_utf8_lossy(&result.stderr)
     );
-    let read = |p: PathBuf| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(&p).expect("json file")).expect("json")
-    };
     (
-        read(out.join("findings.json")),
-        read(study.join("truth/truth.json")),
+        read_json(&out.join("findings.json")),
+        read_json(&study.join("truth/truth.json")),
     )
 }
 
@@ -241,6 +238,20 @@ fn analyze_with_the_shipped_models_drops_the_vessel_like_false_positives_of_a_sm
     );
 }
 
+/// A small lobar pneumonia phantom of `seed` in `dir/study`, with its truth.json.
+fn small_lobar_phantom(dir: &Path, seed: u64) -> (PathBuf, serde_json::Value) {
+    let mut params = Params::new(seed, Size::Small);
+    params.pattern = Pattern::Lobar;
+    let study = dir.join("study");
+    write_phantom(&study, &params, Syntax::Explicit, false, false);
+    let truth = read_json(&study.join("truth/truth.json"));
+    (study, truth)
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json")
+}
+
 /// A copy of the shipped models in `dir` whose manifests lack the table `[name]` (a rule).
 fn models_without(dir: &Path, table: &str) -> PathBuf {
     let header = format!("[{table}]");
@@ -358,16 +369,10 @@ fn the_opacity_edge_rule_brings_the_opacities_closer_to_the_truth() {
     write_phantom(&study, &params, Syntax::Explicit, false, false);
     let without = models_without(&tmp.path().join("models-without"), "output.opacity_edge");
     let truth = read_nifti_labels(&study.join("truth/opacities.nii.gz"));
-    let truth_json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(study.join("truth/truth.json")).expect("truth"),
-    )
-    .expect("json");
+    let truth_json = read_json(&study.join("truth/truth.json"));
     let measured = |models: &Path, name: &str| -> (f64, f64) {
         let out = analyze_with(models, &study, tmp.path(), name);
-        let f: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join("findings.json")).expect("findings"),
-        )
-        .expect("json");
+        let f = read_json(&out.join("findings.json"));
         let error: f64 = LOBES
             .into_iter()
             .map(|l| {
@@ -418,10 +423,7 @@ fn the_vessel_rule_clears_vessels_from_clean_lungs() {
     );
     let measured = |models: &Path, name: &str| -> (usize, usize) {
         let out = analyze_with(models, &study, tmp.path(), name);
-        let f: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join("findings.json")).expect("findings"),
-        )
-        .expect("json");
+        let f = read_json(&out.join("findings.json"));
         let clean = LOBES
             .into_iter()
             .filter(|l| f["lobes"][l]["ctss"].as_u64() == Some(0))
@@ -454,14 +456,7 @@ fn the_consolidated_lobe_keeps_its_consolidation() {
     // the rule, and not every one without it (this phantom: the left upper lobe at 10.6 %
     // without the rule, 0 with it).
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut params = Params::new(424_252, Size::Small);
-    params.pattern = Pattern::Lobar;
-    let study = tmp.path().join("study");
-    write_phantom(&study, &params, Syntax::Explicit, false, false);
-    let truth: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(study.join("truth/truth.json")).expect("truth"),
-    )
-    .expect("json");
+    let (study, truth) = small_lobar_phantom(tmp.path(), 424_252);
     let clean_in_truth: Vec<&str> = LOBES
         .into_iter()
         .filter(|l| truth["lobes"][l]["ctss"].as_u64() == Some(0))
@@ -473,10 +468,7 @@ fn the_consolidated_lobe_keeps_its_consolidation() {
     );
     let clean = |models: &Path, name: &str| -> Vec<(&str, f64)> {
         let out = analyze_with(models, &study, tmp.path(), name);
-        let f: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join("findings.json")).expect("findings"),
-        )
-        .expect("json");
+        let f = read_json(&out.join("findings.json"));
         clean_in_truth
             .iter()
             .map(|&l| (l, num(&f["lobes"][l]["plo_percent"])))
@@ -505,14 +497,7 @@ fn the_consolidated_lobe_gives_back_its_neighbours_aerated_lung() {
     // lobe's PLO is within 2 points of truth (96.67 % against 97.61 %), without the pocket it is
     // more than 2 points lower (89.56 %).
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut params = Params::new(800_081, Size::Small);
-    params.pattern = Pattern::Lobar;
-    let study = tmp.path().join("study");
-    write_phantom(&study, &params, Syntax::Explicit, false, false);
-    let truth: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(study.join("truth/truth.json")).expect("truth"),
-    )
-    .expect("json");
+    let (study, truth) = small_lobar_phantom(tmp.path(), 800_081);
     let consolidated = LOBES
         .into_iter()
         .find(|l| num(&truth["lobes"][l]["plo_percent"]) > 50.0)
@@ -528,10 +513,7 @@ fn the_consolidated_lobe_gives_back_its_neighbours_aerated_lung() {
     });
     let plo = |models: &Path, name: &str| -> f64 {
         let out = analyze_with(models, &study, tmp.path(), name);
-        let f: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join("findings.json")).expect("findings"),
-        )
-        .expect("json");
+        let f = read_json(&out.join("findings.json"));
         num(&f["lobes"][consolidated]["plo_percent"])
     };
     let with = plo(&models_dir(), "with");
