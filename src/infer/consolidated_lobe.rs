@@ -99,6 +99,9 @@ pub fn claim(lobes: &mut [u8], opacities: &[u8], dims: [usize; 3], rule: &Consol
             None => claiming.push((lobe, gives)),
         }
     }
+    // In label order: a pocket given to a lobe that claims too is then that lobe's, the same on
+    // every run (the claims come from a HashMap).
+    claiming.sort_by_key(|(lobe, _)| lobe.label());
     for (lobe, gives) in claiming {
         give_back_aerated(lobes, opacities, dims, lobe, gives, share);
     }
