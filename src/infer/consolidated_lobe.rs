@@ -10,12 +10,13 @@
 //! lung back into that lobe, unless that other lobe holds much of it too (multilobar pneumonia:
 //! the other lobe is consolidated as well and keeps its part). Diffuse opacities (COVID-19:
 //! ground glass crossing several lobes) are not consolidation for the most part, or are not
-//! mostly in one lobe, and are left alone.
+//! mostly in one lobe, and are left alone. Optionally (`aerated_pocket_share`) the claiming lobe
+//! then gives back the neighbour's aerated lung that the model put on its side of the fissure.
 
 use std::collections::HashMap;
 
 use super::model::ConsolidatedLobe;
-use super::postprocess::run_components_where;
+use super::postprocess::{neighbours6, run_components_where};
 use crate::quant::{Lobe, opacity};
 
 /// Relabel in `lobes` (labels on the CT grid, `[z][y][x]` of `dims`) the voxels of each found
@@ -25,12 +26,7 @@ pub fn claim(lobes: &mut [u8], opacities: &[u8], dims: [usize; 3], rule: &Consol
     if runs.is_empty() {
         return;
     }
-    let mut lobe_size = [0u64; 6];
-    for &l in lobes.iter() {
-        if let Some(n) = lobe_size.get_mut(usize::from(l)) {
-            *n += 1;
-        }
-    }
+    let lobe_size = label_counts(lobes);
     #[derive(Default)]
     struct Part {
         per_lobe: [u64; 6],
@@ -107,6 +103,17 @@ pub fn claim(lobes: &mut [u8], opacities: &[u8], dims: [usize; 3], rule: &Consol
     }
 }
 
+/// Voxels per label 0-5 (background and the five lobes); other labels are not counted.
+fn label_counts(lobes: &[u8]) -> [u64; 6] {
+    let mut counts = [0u64; 6];
+    for &l in lobes {
+        if let Some(n) = counts.get_mut(usize::from(l)) {
+            *n += 1;
+        }
+    }
+    counts
+}
+
 /// The other half of the consolidated lobe's fissure: where the lobes model put the fissure too
 /// far into the clean neighbour, the consolidated lobe holds a pocket of aerated lung against it,
 /// one piece, a few per cent of the lobe (on the phantoms 5-15 %; the consolidated lobe's own
@@ -123,7 +130,7 @@ fn give_back_aerated(
     [low, high]: [f64; 2],
 ) {
     let label = lobe.label();
-    let lobe_size = lobes.iter().filter(|&&l| l == label).count() as f64;
+    let lobe_size = label_counts(lobes)[usize::from(label)] as f64;
     let (runs, roots) =
         run_components_where(dims, |i| lobes[i] == label && opacities[i] == opacity::NONE);
     #[derive(Default)]
@@ -132,22 +139,12 @@ fn give_back_aerated(
         faces: [u64; 6],
     }
     let mut pockets: HashMap<u32, Pocket> = HashMap::new();
-    let (nz, ny, nx) = (dims[0], dims[1], dims[2]);
+    let row = |z: usize, y: usize| (z * dims[1] + y) * dims[2];
     for (run, &root) in runs.iter().zip(&roots) {
         let p = pockets.entry(root).or_default();
         p.size += (run.x1 - run.x0) as u64;
-        let (z, y) = (run.z, run.y);
-        for x in run.x0..run.x1 {
-            let i = (z * ny + y) * nx + x;
-            let beside = [
-                (x > 0).then(|| i - 1),
-                (x + 1 < nx).then(|| i + 1),
-                (y > 0).then(|| i - nx),
-                (y + 1 < ny).then(|| i + nx),
-                (z > 0).then(|| i - nx * ny),
-                (z + 1 < nz).then(|| i + nx * ny),
-            ];
-            for j in beside.into_iter().flatten() {
+        for i in row(run.z, run.y) + run.x0..row(run.z, run.y) + run.x1 {
+            for j in neighbours6(i, dims).into_iter().flatten() {
                 let l = usize::from(lobes[j]);
                 if gives.get(l).copied().unwrap_or(false) {
                     p.faces[l] += 1;
@@ -168,7 +165,7 @@ fn give_back_aerated(
         .collect();
     for (run, root) in runs.iter().zip(&roots) {
         if let Some(&l) = to.get(root) {
-            let base = (run.z * ny + run.y) * nx;
+            let base = row(run.z, run.y);
             lobes[base + run.x0..base + run.x1].fill(l);
         }
     }

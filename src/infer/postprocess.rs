@@ -152,7 +152,7 @@ fn enclosed_background(labels: &[u8], dims: [usize; 3]) -> Vec<bool> {
 }
 
 /// The 6-neighbours of voxel `i` of `dims`.
-fn neighbours6(i: usize, dims: [usize; 3]) -> [Option<usize>; 6] {
+pub(crate) fn neighbours6(i: usize, dims: [usize; 3]) -> [Option<usize>; 6] {
     let (ny, nx) = (dims[1], dims[2]);
     let plane = ny * nx;
     let (z, y, x) = (i / plane, (i / nx) % ny, i % nx);
