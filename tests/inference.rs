@@ -212,6 +212,9 @@ const VESSEL: &str = "\n[output.vessel_opacities]\ndense_above_hu = -300.0\nmax_
 const CONSOLIDATED: &str = "\n[output.consolidated_lobe]\nmin_lobe_share = 0.5\n\
     min_inside_share = 0.7\nmin_consolidation_share = 0.5\nmax_neighbour_share = 0.25\n";
 
+const FISSURES: &str = "\n[output.fissures]\nband_mm = 8.0\nsmooth_mm = 1.0\n\
+    max_voxel_mm = 1.5\nhu_range = [-1000.0, -500.0]\n";
+
 /// The threshold (opacities) manifest made a lobes one, upsampled linearly.
 fn as_linear_lobes(t: String) -> String {
     t.replace("role = \"opacities\"", "role = \"lobes\"")
@@ -352,6 +355,33 @@ fn bad_manifests_are_refused_with_clear_messages() {
             "consolidated-neighbour",
             Box::new(|t: String| as_linear_lobes(t) + &CONSOLIDATED.replace("= 0.25", "= 0.5")),
             "max_neighbour_share must be below min_lobe_share",
+        ),
+        (
+            "fissures-role",
+            Box::new(|t: String| t + FISSURES),
+            "fissures is for a lobes model",
+        ),
+        (
+            "fissures-band",
+            Box::new(|t: String| as_linear_lobes(t) + &FISSURES.replace("= 8.0", "= 0.0")),
+            "band_mm must be above 0 and at most 30",
+        ),
+        (
+            "fissures-smooth",
+            Box::new(|t: String| as_linear_lobes(t) + &FISSURES.replace("= 1.0", "= -1.0")),
+            "smooth_mm must be within 0..5",
+        ),
+        (
+            "fissures-voxel",
+            Box::new(|t: String| as_linear_lobes(t) + &FISSURES.replace("= 1.5", "= 20.0")),
+            "max_voxel_mm must be above 0 and at most 10",
+        ),
+        (
+            "fissures-hu",
+            Box::new(|t: String| {
+                as_linear_lobes(t) + &FISSURES.replace("[-1000.0, -500.0]", "[-500.0, -1000.0]")
+            }),
+            "hu_range must be [low, high]",
         ),
         (
             "consolidated-pocket",

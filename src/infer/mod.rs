@@ -7,12 +7,14 @@
 //! - `flood`: breadth-first growth within a slice, for the CT rules.
 //! - `opacity_edge`: opacities carried out to the edge the CT shows.
 //! - `vessel_opacities`: small findings that are a vessel, dropped.
+//! - `fissures`: the border between two lobes moved to the fissure the CT shows.
 //! - `consolidated_lobe`: a consolidated lobe's fissure placed at its consolidation's edge.
 //! - `run`: patches, slices and whole-volume runs, blending.
 //! - `postprocess`: connected components, holes, opacities inside the lungs.
 
 pub mod border;
 pub mod consolidated_lobe;
+pub mod fissures;
 pub mod flood;
 pub mod model;
 pub mod opacity_edge;

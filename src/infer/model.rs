@@ -173,6 +173,25 @@ pub struct ConsolidatedLobe {
     pub aerated_pocket_share: Option<[f64; 2]>,
 }
 
+/// Where the border between two lobes of one lung moves to the fissure the CT shows
+/// (`fissures::snap`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fissures {
+    /// Lung within this distance (mm) of the model's border between two lobes of one lung, with
+    /// no opacity found, is flooded again from the rest of each lobe.
+    pub band_mm: f64,
+    /// The CT is smoothed by a Gaussian of this standard deviation (mm) first: noise would
+    /// otherwise open gaps in the fissure for a flood to leak through.
+    pub smooth_mm: f64,
+    /// Only on CTs whose voxels are at most this size (mm) along every axis: in thicker slices a
+    /// fissure that lies across them is not seen.
+    pub max_voxel_mm: f64,
+    /// The CT is clipped to this range (HU) first, from air to just above the fissure, so that a
+    /// vessel or an opacity is no higher a wall than the fissure.
+    pub hu_range: [f64; 2],
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
@@ -190,6 +209,10 @@ pub struct OutputSpec {
     /// lungs' border (`border::refine_slice`). Absent, the argmax stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lung_border: Option<LungBorder>,
+    /// Lobes only: the border between two lobes moves to the fissure the CT shows, after the
+    /// opacity rules and before `consolidated_lobe` (`fissures::snap`). Absent, the labels stand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fissures: Option<Fissures>,
     /// Lobes only: a lobe that is mostly consolidated keeps its consolidation, last, after the
     /// opacity rules (`consolidated_lobe::claim`). Absent, the labels stand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -370,6 +393,28 @@ impl Manifest {
                             .into(),
                     );
                 }
+            }
+        }
+        if let Some(f) = &self.output.fissures {
+            if self.role != Role::Lobes {
+                return Err("output.fissures is for a lobes model".into());
+            }
+            if !(f.band_mm > 0.0 && f.band_mm <= 30.0) {
+                return Err("output.fissures.band_mm must be above 0 and at most 30".into());
+            }
+            if !(0.0..=5.0).contains(&f.smooth_mm) {
+                return Err("output.fissures.smooth_mm must be within 0..5".into());
+            }
+            if !(f.max_voxel_mm > 0.0 && f.max_voxel_mm <= 10.0) {
+                return Err("output.fissures.max_voxel_mm must be above 0 and at most 10".into());
+            }
+            // The flood keeps one queue per HU of the range.
+            let [low, high] = f.hu_range;
+            if !(-1024.0 <= low && low < high && high <= 3071.0) {
+                return Err(
+                    "output.fissures.hu_range must be [low, high] with -1024 <= low < high <= 3071"
+                        .into(),
+                );
             }
         }
         if let Some(e) = &self.output.opacity_edge {

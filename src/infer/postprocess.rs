@@ -349,7 +349,7 @@ fn envelope_1d(line: &mut [f32], step: f32, sites: &mut Vec<(f32, f32)>, bounds:
 /// Squared Euclidean distance (mm²) from each set voxel of `mask` (`[z][y][x]` of `dims`) to the
 /// nearest unset voxel of the volume; 0 on unset voxels. `spacing` is x, y, z in mm, as in
 /// `Geometry`. Outside the volume does not count as unset (as scipy's `distance_transform_edt`).
-fn squared_depth(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f32> {
+pub(crate) fn squared_depth(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f32> {
     let (nz, ny, nx) = (dims[0], dims[1], dims[2]);
     let plane = ny * nx;
     // Along z first, from the mask itself: slices to the nearest unset voxel, both ways.
@@ -481,7 +481,7 @@ impl OpacityComponents {
 }
 
 /// The box around the non-zero voxels, if any: its first `[z, y, x]` and one past its last.
-fn bounding_box(labels: &[u8], dims: [usize; 3]) -> Option<([usize; 3], [usize; 3])> {
+pub(crate) fn bounding_box(labels: &[u8], dims: [usize; 3]) -> Option<([usize; 3], [usize; 3])> {
     let (ny, nx) = (dims[1], dims[2]);
     let mut b: Option<([usize; 3], [usize; 3])> = None;
     for (row, values) in labels.chunks(nx).enumerate() {

@@ -400,6 +400,12 @@ pub fn analyze(
         infer::vessel_opacities::drop(&mut opacities, &lobes, &volume.hu, dims, g.spacing, rule);
         timed("vessel_opacities", t, progress);
     }
+    // After the opacity rules: found opacities keep the lobes model's labels.
+    if let Some(rule) = &models.lobes.manifest.output.fissures {
+        let t = Instant::now();
+        infer::fissures::snap(&mut lobes, &opacities, &volume.hu, dims, g.spacing, rule);
+        timed("fissures", t, progress);
+    }
     // Last: it judges the opacities as they will be measured.
     if let Some(rule) = &models.lobes.manifest.output.consolidated_lobe {
         let t = Instant::now();
