@@ -11,7 +11,7 @@ import tomllib
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from evaluate import breakdown, table  # noqa: E402
-from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBES_BORDER, LOBES_CONSOLIDATED, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING,  # noqa: E402
+from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBES_BORDER, LOBES_CONSOLIDATED, LOBES_FISSURES, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING,  # noqa: E402
                   OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_VESSELS, OPACITIES_PATCH, SEG_SPACING, TRAIN_SEEDS, WINDOW)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -31,8 +31,13 @@ the CT places the border (`[output.lung_border]` in the manifest): aerated voxel
 {LOBES_BORDER['lung_below_hu']:.0f} HU) join the most probable lobe, and voxels denser than {LOBES_BORDER['wall_above_hu']:.0f} HU (chest wall,
 diaphragm; ground glass is lighter) leave the lung unless dense lung the model is sure of lies within
 {LOBES_BORDER['dense_reach_voxels']} in-plane voxels, which keeps consolidation that reaches the pleura, where CT shows no border.
-pulmo then keeps the largest component of each lung and fills what the lungs enclose in 3D. Last, after
-the opacity rules, a consolidated lobe keeps its consolidation (`[output.consolidated_lobe]`): where the CT
+pulmo then keeps the largest component of each lung and fills what the lungs enclose in 3D. After the
+opacity rules, on CTs whose voxels are at most {LOBES_FISSURES['max_voxel_mm']} mm along every axis, the border between two lobes of one
+lung moves to the fissure the CT shows (`[output.fissures]`): the 3.2 mm grid barely shows a fissure, a
+thin slice does, so lung within {LOBES_FISSURES['band_mm']:.0f} mm of the model's border with no opacity found is flooded again
+from the rest of each lobe, in order of density (the CT clipped to {LOBES_FISSURES['hu_range'][0]:.0f} to {LOBES_FISSURES['hu_range'][1]:.0f} HU, smoothed by a
+{LOBES_FISSURES['smooth_mm']:.0f} mm Gaussian), and the floods of two lobes meet on the fissure, the densest surface between them;
+found opacities keep the network's label. Last, a consolidated lobe keeps its consolidation (`[output.consolidated_lobe]`): where the CT
 shows no fissure inside a consolidated lobe the network gave part of it to the neighbouring lobe (lobar
 pneumonia read as 1-15 % opacity of a clean neighbour), so a found opacity that fills at least
 {LOBES_CONSOLIDATED['min_lobe_share'] * 100:.0f} % of one lobe, lies at least {LOBES_CONSOLIDATED['min_inside_share'] * 100:.0f} % in it and is at least
@@ -42,7 +47,8 @@ lobes, does not move a fissure. The other half of that fissure: a piece of aerat
 found, 6-connected) of {LOBES_CONSOLIDATED['aerated_pocket_share'][0] * 100:.0f}–{LOBES_CONSOLIDATED['aerated_pocket_share'][1] * 100:.0f} % of the claiming lobe that touches a neighbour
 which gave way goes to the neighbour it touches most (`aerated_pocket_share`): the network had put
 the fissure into the clean lobe, and the consolidated lobe read 4–15 points low. Version 1.1.0 is the
-1.0.0 network with the border rule, 1.2.0 adds the consolidated-lobe rule, 1.3.0 its aerated pocket.""",
+1.0.0 network with the border rule, 1.2.0 adds the consolidated-lobe rule, 1.3.0 its aerated pocket,
+1.4.0 the fissures from the CT.""",
     "opacities": f"""A 3D U-Net (4 levels, 8-16-32-48 channels, instance normalisation) that labels every voxel as
 background, ground-glass opacity or consolidation. Input, two channels in patches of
 {OPACITIES_PATCH[0]} × {OPACITIES_PATCH[1]} × {OPACITIES_PATCH[2]} voxels on a {SEG_SPACING[0]} × {SEG_SPACING[1]} ×
@@ -101,11 +107,16 @@ LIMITS = {
   variants (accessory fissures, incomplete fissures, lobectomy), no disease that distorts lobes, no metal,
   no motion. On real CT it has never been validated; expect it to fail where real fissures are faint.
 - The grid is 3.2 × 3.2 × 5 mm: fissures are placed by interpolated probabilities, and the fissures
-  between the middle lobe and its neighbours are where the model errs most. The lung's outer border is
+  between the middle lobe and its neighbours are where the model errs most. On thin slices (voxels up to
+  {fvox} mm) pulmo moves them to the fissure the CT shows; on thicker slices (the small phantoms: 2.8 ×
+  2.8 × 5 mm) it does not, and the middle lobe stays too small. The CT rule follows the densest surface
+  near the model's border: a fissure that is incomplete, or fainter than a vessel wall beside it, on real
+  CT, may draw it astray, and within found opacities the network's border stands. The lung's outer border is
   placed by the CT where the model is unsure; a subpleural opacity that is not near dense lung the model is
   sure of (thin ground glass is kept, being lighter than {wall} HU; a thin dense rind is not) can be cut
   from the lung there, and a lung on real CT that is denser than the rule allows (dependent atelectasis)
-  would be trimmed likewise.""".format(wall=f"{LOBES_BORDER['wall_above_hu']:.0f}"),
+  would be trimmed likewise.""".format(wall=f"{LOBES_BORDER['wall_above_hu']:.0f}",
+                                      fvox=LOBES_FISSURES["max_voxel_mm"]),
     "opacities": """- Trained on phantom lesions: ellipsoids with fractal borders, ground-glass and consolidated cores, and
   phantom vessels. Real ground-glass, crazy paving, fibrosis, atelectasis, emphysema and beam hardening
   were never seen. Small nodules under about 5 mm are at the limit of the 1.6 mm grid.""",

@@ -6,7 +6,7 @@ import pathlib
 import onnx
 import torch
 
-from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_CONSOLIDATED, LOBES_MULTIPLE, LOBES_PATCH,
+from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_CONSOLIDATED, LOBES_FISSURES, LOBES_MULTIPLE, LOBES_PATCH,
                   LOBES_SPACING, OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_VESSELS, OPACITIES_PATCH, OPACITY_LABELS, SEG_OVERLAP, SEG_SPACING,
                   TRAIN_SEEDS, WINDOW)
 
@@ -25,7 +25,9 @@ from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_C
 # consolidation (consolidated_lobe).
 # lobes 1.3.0: the 1.0.0 weights; the consolidated lobe also gives its neighbour back the aerated
 # lung the network put on its side of the fissure (aerated_pocket_share).
-VERSIONS = {"lobes": "1.3.0", "opacities": "1.4.0", "classifier": "1.2.0"}
+# lobes 1.4.0: the 1.0.0 weights; on thin-slice CTs the border between two lobes moves to the
+# fissure the CT shows (fissures).
+VERSIONS = {"lobes": "1.4.0", "opacities": "1.4.0", "classifier": "1.2.0"}
 OPSET = 17
 
 
@@ -95,6 +97,7 @@ def lobes(net, out, training_s, steps):
               "3D U-Net on the whole chest at 3.2 x 3.2 x 5 mm: background and the five lung lobes.",
               inp, LOBE_LABELS, _provenance(training_s, steps), output_extra='\nupsample = "linear"',
               output_tables=_table("output.lung_border", LOBES_BORDER)
+              + _table("output.fissures", LOBES_FISSURES)
               + _table("output.consolidated_lobe", LOBES_CONSOLIDATED))
 
 
