@@ -4,13 +4,14 @@ rule taken out. Rules: `thin_opacities` (the opacities manifest's `min_inscribed
 `lung_border` (the lobes manifest's `[output.lung_border]`), `opacity_edge` (the opacities
 manifest's `[output.opacity_edge]`), `vessel_opacities` (its `[output.vessel_opacities]`) and
 `consolidated_lobe` (the lobes manifest's `[output.consolidated_lobe]`), `aerated_pocket` (that
-table's `aerated_pocket_share`).
+table's `aerated_pocket_share`) and `fissures` (the lobes manifest's `[output.fissures]`).
 Full-size phantoms (seed 1) at two COVID-19 severities (for `consolidated_lobe`, which acts on
 lobar pneumonia: critical COVID-19 and lobar pneumonia; for `aerated_pocket`: lobar pneumonia of
-seed 1 and of tuning seed 800074, where the pocket moves); medians of RUNS runs (default 3). Run from the repository root after
+seed 1 and of tuning seed 800074, where the pocket moves; for `fissures`: a normal phantom and
+critical COVID-19); medians of RUNS runs (default 3). Run from the repository root after
 `make build`:
 
-    build/venv/bin/python bench/manifest_rule.py thin_opacities|lung_border|opacity_edge|vessel_opacities|consolidated_lobe|aerated_pocket
+    build/venv/bin/python bench/manifest_rule.py thin_opacities|lung_border|opacity_edge|vessel_opacities|consolidated_lobe|aerated_pocket|fissures
 
 Prints a Markdown table for BENCHMARKS.md."""
 import json
@@ -34,6 +35,7 @@ RULES = {
     "vessel_opacities": (r"(?ms)^\[output\.vessel_opacities\]\n.*?\n\n", "vessel_opacities"),
     "consolidated_lobe": (r"(?ms)^\[output\.consolidated_lobe\]\n.*?\n\n", "consolidated_lobe"),
     "aerated_pocket": (r"(?m)^aerated_pocket_share = .*\n", "consolidated_lobe"),
+    "fissures": (r"(?ms)^\[output\.fissures\]\n.*?\n\n", "fissures"),
 }
 if len(sys.argv) != 2 or sys.argv[1] not in RULES:
     sys.exit(f"usage: manifest_rule.py {'|'.join(RULES)}")
@@ -61,7 +63,8 @@ try:
     print(f"| study | wall without / with (median) | max RSS without / with (median) | {stage_name} without / with (median) |")
     print("| --- | --- | --- | --- |")
     cases = {"consolidated_lobe": (("covid", "critical", 1), ("lobar", "moderate", 1)),
-             "aerated_pocket": (("lobar", "moderate", 1), ("lobar", "moderate", 800074))}.get(
+             "aerated_pocket": (("lobar", "moderate", 1), ("lobar", "moderate", 800074)),
+             "fissures": (("normal", "moderate", 1), ("covid", "critical", 1))}.get(
         sys.argv[1], (("covid", "critical", 1), ("covid", "moderate", 1)))
     for pattern, severity, seed in cases:
         study = work / f"study-{pattern}-{severity}-{seed}"
@@ -83,7 +86,7 @@ try:
                     stage[name].append(timings[stage_name])
         g = json.loads((work / "out/findings.json").read_text())["series"]["geometry"]
         med = statistics.median
-        what = f"COVID-19 {severity}" if pattern == "covid" else "lobar pneumonia"
+        what = {"covid": f"COVID-19 {severity}", "lobar": "lobar pneumonia"}.get(pattern, f"{pattern} lungs")
         what += "" if seed == 1 else f" (seed {seed})"
         print(f"| {what}, {g['columns']} × {g['rows']} × {g['slices']} | "
               f"{med(wall['without']):.2f} / {med(wall['with']):.2f} s | "
