@@ -65,7 +65,7 @@ pub fn snap(
     if !border.contains(&true) {
         return;
     }
-    let not_border: Vec<bool> = border.iter().map(|&b| !b).collect();
+    let not_border: Vec<bool> = border.into_iter().map(|b| !b).collect();
     let near = squared_depth(&not_border, sub, spacing);
     drop(not_border);
     let band2 = (rule.band_mm * rule.band_mm) as f32;
