@@ -150,13 +150,6 @@ fn gaussian(mut v: Vec<f32>, dims: [usize; 3], spacing: [f64; 3], sigma_mm: f64)
         let sum: f64 = w.iter().sum();
         w.into_iter().map(|x| (x / sum) as f32).collect()
     };
-    // scipy's "reflect": d c b a | a b c d | d c b a.
-    let mirror = |i: i64, n: usize| -> usize {
-        let n = n as i64;
-        let period = 2 * n;
-        let m = i.rem_euclid(period);
-        (if m < n { m } else { period - 1 - m }) as usize
-    };
     let (kx, ky, kz) = (kernel(spacing[0]), kernel(spacing[1]), kernel(spacing[2]));
     let plane = ny * nx;
     let mut out = vec![0.0f32; v.len()];
@@ -180,32 +173,44 @@ fn gaussian(mut v: Vec<f32>, dims: [usize; 3], spacing: [f64; 3], sigma_mm: f64)
             }
         });
     // Along y, slice by slice, whole rows at a time.
-    let ry = (ky.len() / 2) as i64;
     v.par_chunks_mut(plane)
         .zip(out.par_chunks(plane))
         .for_each(|(o, slab)| {
             for (y, orow) in o.chunks_mut(nx).enumerate() {
-                orow.fill(0.0);
-                for (k, w) in ky.iter().enumerate() {
-                    let from = mirror(y as i64 + k as i64 - ry, ny) * nx;
-                    for (a, b) in orow.iter_mut().zip(&slab[from..from + nx]) {
-                        *a += w * b;
-                    }
-                }
+                weighted_lines(orow, &ky, y, ny, |j| &slab[j * nx..(j + 1) * nx]);
             }
         });
     // Along z, each output slice from its neighbours.
-    let rz = (kz.len() / 2) as i64;
     out.par_chunks_mut(plane).enumerate().for_each(|(z, o)| {
-        o.fill(0.0);
-        for (k, w) in kz.iter().enumerate() {
-            let from = mirror(z as i64 + k as i64 - rz, nz) * plane;
-            for (a, b) in o.iter_mut().zip(&v[from..from + plane]) {
-                *a += w * b;
-            }
-        }
+        weighted_lines(o, &kz, z, nz, |j| &v[j * plane..(j + 1) * plane]);
     });
     out
+}
+
+/// scipy's "reflect" edge of an axis of `n`: d c b a | a b c d | d c b a.
+fn mirror(i: i64, n: usize) -> usize {
+    let n = n as i64;
+    let period = 2 * n;
+    let m = i.rem_euclid(period);
+    (if m < n { m } else { period - 1 - m }) as usize
+}
+
+/// One output line `o` of a blur pass along an axis of `n` lines (whole rows along y, whole
+/// slices along z): the kernel's weights times the lines around line `at`, mirrored at the ends.
+fn weighted_lines<'a>(
+    o: &mut [f32],
+    kernel: &[f32],
+    at: usize,
+    n: usize,
+    line: impl Fn(usize) -> &'a [f32],
+) {
+    o.fill(0.0);
+    let r = (kernel.len() / 2) as i64;
+    for (k, w) in kernel.iter().enumerate() {
+        for (a, b) in o.iter_mut().zip(line(mirror(at as i64 + k as i64 - r, n))) {
+            *a += w * b;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -229,17 +234,17 @@ mod tests {
         (labels, hu)
     }
 
+    /// The row's labels after `snap` with these opacities and voxel size (mm).
+    fn snapped(labels: &[u8], opacities: &[u8], hu: &[i16], spacing: [f64; 3]) -> Vec<u8> {
+        let mut out = labels.to_vec();
+        snap(&mut out, opacities, hu, [1, 1, 12], spacing, &RULE);
+        out
+    }
+
     #[test]
     fn the_border_moves_to_the_fissure() {
-        let (mut labels, hu) = row(6, 4);
-        snap(
-            &mut labels,
-            &[0; 12],
-            &hu,
-            [1, 1, 12],
-            [1.0, 1.0, 1.0],
-            &RULE,
-        );
+        let (labels, hu) = row(6, 4);
+        let labels = snapped(&labels, &[0; 12], &hu, [1.0; 3]);
         // The fissure itself goes to whichever flood reaches it first; the lung beyond it is
         // lobe 2's.
         assert_eq!(&labels[..4], &[1, 1, 1, 1]);
@@ -249,34 +254,19 @@ mod tests {
     #[test]
     fn thick_slices_opacities_and_other_lungs_stay() {
         // Thick voxels: nothing moves.
-        let (mut labels, hu) = row(6, 4);
-        let before = labels.clone();
-        snap(
-            &mut labels,
-            &[0; 12],
-            &hu,
-            [1, 1, 12],
-            [1.0, 1.0, 2.5],
-            &RULE,
-        );
-        assert_eq!(labels, before);
+        let (labels, hu) = row(6, 4);
+        assert_eq!(snapped(&labels, &[0; 12], &hu, [1.0, 1.0, 2.5]), labels);
         // The model's border 2 voxels short of the fissure: the lung between goes to lobe 1,
         // unless it is a found opacity, which keeps the model's label.
         let (labels, hu) = row(6, 8);
-        let mut snapped = labels.clone();
-        snap(&mut snapped, &[0; 12], &hu, [1, 1, 12], [1.0; 3], &RULE);
-        assert_eq!(&snapped[6..8], &[1, 1]);
+        assert_eq!(&snapped(&labels, &[0; 12], &hu, [1.0; 3])[6..8], &[1, 1]);
         let mut opacities = [0u8; 12];
         opacities[6] = opacity::GROUND_GLASS;
         opacities[7] = opacity::CONSOLIDATION;
-        let mut snapped = labels.clone();
-        snap(&mut snapped, &opacities, &hu, [1, 1, 12], [1.0; 3], &RULE);
-        assert_eq!(&snapped[6..8], &[2, 2]);
+        assert_eq!(&snapped(&labels, &opacities, &hu, [1.0; 3])[6..8], &[2, 2]);
         // Lobes of two lungs side by side have no fissure between them: nothing moves.
-        let mut labels: Vec<u8> = (0..12).map(|x| if x < 6 { 3 } else { 4 }).collect();
-        let before = labels.clone();
-        snap(&mut labels, &[0; 12], &hu, [1, 1, 12], [1.0; 3], &RULE);
-        assert_eq!(labels, before);
+        let labels: Vec<u8> = (0..12).map(|x| if x < 6 { 3 } else { 4 }).collect();
+        assert_eq!(snapped(&labels, &[0; 12], &hu, [1.0; 3]), labels);
     }
 
     #[test]
