@@ -70,6 +70,9 @@ pub fn snap(
     drop(not_border);
     let band2 = (rule.band_mm * rule.band_mm) as f32;
     // The band's voxels are set apart (the model's label kept in `model`) and flooded again.
+    // Found opacities in the band keep their label and so seed the flood of their lobe: handing
+    // them to the lobe around them instead was tried and moved lesions that lie on a fissure
+    // into the wrong lobe (models/train/README.md).
     let mut model = vec![0u8; n];
     for i in 0..n {
         if labels[i] > 0 && near[i] <= band2 && opacities[global(i)] == opacity::NONE {
