@@ -2,7 +2,8 @@
 The shipped models run twice per study, interleaved: with the manifests as shipped and with the
 rule taken out. Rules: `thin_opacities` (the opacities manifest's `min_inscribed_radius_voxels`),
 `lung_border` (the lobes manifest's `[output.lung_border]`), `opacity_edge` (the opacities
-manifest's `[output.opacity_edge]`), `vessel_opacities` (its `[output.vessel_opacities]`) and
+manifest's `[output.opacity_edge]`), `vessel_opacities` (its `[output.vessel_opacities]`),
+`solid_lesions` (its `[output.solid_lesions]`),
 `consolidated_lobe` (the lobes manifest's `[output.consolidated_lobe]`), `aerated_pocket` (that
 table's `aerated_pocket_share`) and `fissures` (the lobes manifest's `[output.fissures]`).
 Full-size phantoms (seed 1) at two COVID-19 severities (for `consolidated_lobe`, which acts on
@@ -11,7 +12,7 @@ seed 1 and of tuning seed 800074, where the pocket moves; for `fissures`: a norm
 critical COVID-19); medians of RUNS runs (default 3). Run from the repository root after
 `make build`:
 
-    build/venv/bin/python bench/manifest_rule.py thin_opacities|lung_border|opacity_edge|vessel_opacities|consolidated_lobe|aerated_pocket|fissures
+    build/venv/bin/python bench/manifest_rule.py thin_opacities|lung_border|opacity_edge|vessel_opacities|solid_lesions|consolidated_lobe|aerated_pocket|fissures
 
 Prints a Markdown table for BENCHMARKS.md."""
 import json
@@ -33,6 +34,7 @@ RULES = {
     "lung_border": (r"(?ms)^\[output\.lung_border\]\n.*?\n\n", "lobes_back_to_source"),
     "opacity_edge": (r"(?ms)^\[output\.opacity_edge\]\n.*?\n\n", "opacity_edge"),
     "vessel_opacities": (r"(?ms)^\[output\.vessel_opacities\]\n.*?\n\n", "vessel_opacities"),
+    "solid_lesions": (r"(?ms)^\[output\.solid_lesions\]\n.*?\n\n", "solid_lesions"),
     "consolidated_lobe": (r"(?ms)^\[output\.consolidated_lobe\]\n.*?\n\n", "consolidated_lobe"),
     "aerated_pocket": (r"(?m)^aerated_pocket_share = .*\n", "consolidated_lobe"),
     "fissures": (r"(?ms)^\[output\.fissures\]\n.*?\n\n", "fissures"),

@@ -12,7 +12,7 @@ import tomllib
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from evaluate import breakdown, table  # noqa: E402
 from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBES_BORDER, LOBES_CONSOLIDATED, LOBES_FISSURES, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING,  # noqa: E402
-                  OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_VESSELS, OPACITIES_PATCH, SEG_SPACING, TRAIN_SEEDS, WINDOW)
+                  OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_SOLID, OPACITIES_VESSELS, OPACITIES_PATCH, SEG_SPACING, TRAIN_SEEDS, WINDOW)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -73,7 +73,14 @@ underestimate of severe and critical COVID-19 lobes. Last, pulmo drops the small
 {OPACITIES_VESSELS['dense_above_hu']:.0f} HU) that lies mostly outside them, a vessel going on beyond the finding.
 Nearly all of the network's remaining false positives in clean lobes were such pieces of vessels; the rule also
 drops a small nodule touching a vessel and a small ground-glass lesion a vessel runs through. Version 1.2.0 is
-the 1.1.0 network with the filter; 1.3.0 adds the edge rule, 1.4.0 the vessel rule.""",
+the 1.1.0 network with the filter; 1.3.0 adds the edge rule, 1.4.0 the vessel rule, 1.5.0 the solid lesions.
+Before both filters, pulmo marks the findings that are a solid lesion (`[output.solid_lesions]`), which the
+filters then keep: at least {OPACITIES_SOLID['min_consolidation_share'] * 100:.0f} % consolidation as the network labelled them,
+holding at least {OPACITIES_SOLID['min_solid_ml']} mL of dense lung (above {OPACITIES_SOLID['dense_above_hu']:.0f} HU) that lies mostly inside them, more than
+they hold of dense lung that goes on beyond them (a vessel).
+On a small CT (2.7-3.3 mm pixels, 5 mm slices) the network finds only part of a solid nodule, as thin as its
+false findings, and the thin filter dropped them all; a nodule touching a vessel joins the vessel's dense
+structure and is still lost to the vessel rule.""",
     "classifier": f"""A small 3D CNN (four strided convolutions, 12-24-32-48 channels, global mean and max pooling, plus
 four global statistics of the opacity map) that gives the probability of the COVID-19 pattern against other
 pneumonia patterns (lobar consolidation, nodules) and normal lungs. Input: two channels over the whole volume

@@ -7,7 +7,7 @@ import onnx
 import torch
 
 from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_CONSOLIDATED, LOBES_FISSURES, LOBES_MULTIPLE, LOBES_PATCH,
-                  LOBES_SPACING, OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_VESSELS, OPACITIES_PATCH, OPACITY_LABELS, SEG_OVERLAP, SEG_SPACING,
+                  LOBES_SPACING, OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_SOLID, OPACITIES_VESSELS, OPACITIES_PATCH, OPACITY_LABELS, SEG_OVERLAP, SEG_SPACING,
                   TRAIN_SEEDS, WINDOW)
 
 # Per model: a retrained model gets a new version, the SR names it.
@@ -19,6 +19,8 @@ from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_C
 # edge the CT shows (opacity_edge).
 # opacities 1.4.0: the 1.1.0 weights; its manifest also has pulmo drop small findings that are a
 # vessel (vessel_opacities).
+# opacities 1.5.0: the 1.1.0 weights; its manifest also has pulmo keep the findings that are a
+# solid lesion through both filters (solid_lesions).
 # lobes 1.1.0: the 1.0.0 weights; its manifest has pulmo let the CT place the lungs' border
 # where the model is unsure (lung_border).
 # lobes 1.2.0: the 1.0.0 weights; its manifest also has a consolidated lobe keep its
@@ -27,7 +29,7 @@ from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_C
 # lung the network put on its side of the fissure (aerated_pocket_share).
 # lobes 1.4.0: the 1.0.0 weights; on thin-slice CTs the border between two lobes moves to the
 # fissure the CT shows (fissures).
-VERSIONS = {"lobes": "1.4.0", "opacities": "1.4.0", "classifier": "1.2.0"}
+VERSIONS = {"lobes": "1.4.0", "opacities": "1.5.0", "classifier": "1.2.0"}
 OPSET = 17
 
 
@@ -122,7 +124,7 @@ def segmentation(net, name, out, training_s, steps, channels=("ct",)):
            f'channels = {_toml_list(list(channels))}')
     extra = f"\nmin_inscribed_radius_voxels = {OPACITIES_MIN_RADIUS_VOXELS}" if name == "opacities" else ""
     tables = (_table("output.opacity_edge", OPACITIES_EDGE) + _table("output.vessel_opacities", OPACITIES_VESSELS)
-              if name == "opacities" else "")
+              + _table("output.solid_lesions", OPACITIES_SOLID) if name == "opacities" else "")
     _manifest(out, name, name, "segmentation", sha, what, inp, labels, _provenance(training_s, steps),
               output_extra=extra, output_tables=tables)
 

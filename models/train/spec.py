@@ -62,6 +62,13 @@ OPACITIES_EDGE = {"dense_above_hu": -700.0, "reach_mm": 1.6}
 # that lies mostly outside them, a vessel going on beyond the finding. Chosen on the 28 tuning
 # phantoms (seeds 800000-800027); see README.md.
 OPACITIES_VESSELS = {"dense_above_hu": -300.0, "max_radius_mm": 8.0, "min_vessel_share": 0.05}
+# Before both filters, pulmo marks the found opacities that are a solid lesion, which the thin filter
+# and the vessel rule then keep (src/infer/solid_lesions.rs): at least 40 % consolidation as the
+# network labelled them, holding at least 0.2 mL of dense lung (above -300 HU) that lies mostly
+# inside them, more than they hold of dense lung that goes on beyond them (a vessel). A small CT's
+# nodules are otherwise as thin as the network's false findings. Chosen on 24 tuning phantoms
+# (seeds 800003-800114); see README.md.
+OPACITIES_SOLID = {"dense_above_hu": -300.0, "min_consolidation_share": 0.4, "min_solid_ml": 0.2}
 # Classifier: the whole volume resized to this shape (z, y, x).
 CLS_DIMS = (48, 96, 96)
 

@@ -6,6 +6,8 @@
 //! - `border`: the lungs' border placed by the CT where a lobes model is unsure.
 //! - `flood`: breadth-first growth within a slice, for the CT rules.
 //! - `opacity_edge`: opacities carried out to the edge the CT shows.
+//! - `dense`: the lung's dense structures against a finding.
+//! - `solid_lesions`: found opacities that are a solid lesion, kept by the filters.
 //! - `vessel_opacities`: small findings that are a vessel, dropped.
 //! - `fissures`: the border between two lobes moved to the fissure the CT shows.
 //! - `consolidated_lobe`: a consolidated lobe's fissure placed at its consolidation's edge.
@@ -14,6 +16,7 @@
 
 pub mod border;
 pub mod consolidated_lobe;
+mod dense;
 pub mod fissures;
 pub mod flood;
 pub mod model;
@@ -22,6 +25,7 @@ pub mod postprocess;
 pub mod resample;
 pub mod run;
 pub mod runtime;
+pub mod solid_lesions;
 pub mod vessel_opacities;
 
 use std::path::PathBuf;

@@ -152,6 +152,20 @@ pub struct VesselOpacities {
     pub min_vessel_share: f64,
 }
 
+/// Which found opacities are a solid lesion, kept by the thin and vessel filters
+/// (`solid_lesions::find`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SolidLesions {
+    /// Lung above this is dense: vessels, consolidation.
+    pub dense_above_hu: f32,
+    /// The finding is at least this share consolidation, as the model labelled it.
+    pub min_consolidation_share: f64,
+    /// And holds at least this much (mL) of dense structures that lie mostly inside it, more
+    /// than it holds of dense structures that go on beyond it.
+    pub min_solid_ml: f64,
+}
+
 /// When a found opacity takes back the voxels of its lobe that the lobes model gave to a
 /// neighbouring lobe (`consolidated_lobe::claim`). Shares are of voxels on the CT grid.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -225,6 +239,10 @@ pub struct OutputSpec {
     /// (`vessel_opacities::drop`). Absent, the labels stand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vessel_opacities: Option<VesselOpacities>,
+    /// Opacities only: findings that are a solid lesion are judged before the thin filter and
+    /// kept by it and by the vessel rule (`solid_lesions::find`). Absent, none is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solid_lesions: Option<SolidLesions>,
     /// Output channel index → pulmo label key ("background", "RUL", ..., "ground_glass",
     /// "consolidation"; for a classifier, "covid").
     pub labels: BTreeMap<String, String>,
@@ -447,6 +465,25 @@ impl Manifest {
             if !(v.min_vessel_share > 0.0 && v.min_vessel_share <= 1.0) {
                 return Err(
                     "output.vessel_opacities.min_vessel_share must be above 0 and at most 1".into(),
+                );
+            }
+        }
+        if let Some(v) = &self.output.solid_lesions {
+            if self.role != Role::Opacities {
+                return Err("output.solid_lesions is for an opacities model".into());
+            }
+            if !(-900.0..=200.0).contains(&v.dense_above_hu) {
+                return Err("output.solid_lesions.dense_above_hu must be within -900..200".into());
+            }
+            if !(0.0..=1.0).contains(&v.min_consolidation_share) {
+                return Err(
+                    "output.solid_lesions.min_consolidation_share must be within 0..1".into(),
+                );
+            }
+            // Zero would keep every finding that touches a dense voxel of its own.
+            if !(v.min_solid_ml > 0.0 && v.min_solid_ml <= 100.0) {
+                return Err(
+                    "output.solid_lesions.min_solid_ml must be above 0 and at most 100".into(),
                 );
             }
         }

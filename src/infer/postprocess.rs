@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 
 use rayon::prelude::*;
 
+use super::solid_lesions::Found;
 use crate::quant::Lobe;
 
 /// A run of set voxels along x: slice z, row y, columns x0..x1 (exclusive).
@@ -397,20 +398,25 @@ pub(crate) fn squared_depth(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) 
 /// Drop opacity components (6-connected, any opacity label) in which no ball of radius
 /// `min_radius_voxels` in-plane voxels fits: thin, tubular findings. On the phantoms the opacity
 /// model's false positives are vessel-like, and this is what separated them from true opacities
-/// best (models/train/misses.py; models/train/README.md has the figures).
+/// best (models/train/misses.py; models/train/README.md has the figures). Components that hold
+/// one of `solid` are kept.
 pub fn drop_thin_opacities(
     opacities: &mut [u8],
     dims: [usize; 3],
     spacing: [f64; 3],
     min_radius_voxels: f64,
+    solid: &Found,
 ) {
     let Some(found) = OpacityComponents::of(opacities, dims, spacing) else {
         return;
     };
+    let keep = solid.roots_in(&found, dims);
     let r = (min_radius_voxels * spacing[0].min(spacing[1])) as f32;
     // The same tolerance as misses.py, so that a radius exactly on the limit is kept.
     let limit = (r - 1e-6) * (r - 1e-6);
-    found.clear(opacities, dims, |root| found.deepest[root as usize] < limit);
+    found.clear(opacities, dims, |root| {
+        found.deepest[root as usize] < limit && !keep.contains(&root)
+    });
 }
 
 /// The 6-connected components of an opacity map (any label), found in the box around them, each
@@ -465,6 +471,24 @@ impl OpacityComponents {
     pub fn global(&self, run: &Run) -> (usize, usize, usize, usize) {
         let lo = self.lo;
         (run.z + lo[0], run.y + lo[1], run.x0 + lo[2], run.x1 + lo[2])
+    }
+
+    /// The root of the component that holds `voxel` (an index into `[z][y][x]` of `dims`), if
+    /// one does.
+    pub fn root_at(&self, voxel: usize, dims: [usize; 3]) -> Option<u32> {
+        let (ny, nx) = (dims[1], dims[2]);
+        let (z, y, x) = (voxel / (ny * nx), voxel / nx % ny, voxel % nx);
+        let lo = self.lo;
+        if z < lo[0] || y < lo[1] || x < lo[2] {
+            return None;
+        }
+        let (z, y, x) = (z - lo[0], y - lo[1], x - lo[2]);
+        // Runs are in raster order: the runs of one row are found by binary search.
+        let start = self.runs.partition_point(|r| (r.z, r.y) < (z, y));
+        let end = self.runs.partition_point(|r| (r.z, r.y) <= (z, y));
+        (start..end)
+            .find(|&i| self.runs[i].x0 <= x && x < self.runs[i].x1)
+            .map(|i| self.roots[i])
     }
 
     /// Set to background every component whose root `drop` picks.
@@ -626,13 +650,13 @@ mod tests {
             }
         }
         let before = o.clone();
-        drop_thin_opacities(&mut o, dims, [1.0, 1.0, 1.0], 2.5);
+        drop_thin_opacities(&mut o, dims, [1.0, 1.0, 1.0], 2.5, &Found::default());
         for (i, (&a, &b)) in before.iter().zip(&o).enumerate() {
             let in_tube = (i / 30) % 20 < 5;
             assert_eq!(b, if in_tube { 0 } else { a }, "voxel {i}");
         }
         // The block's radius is 4 voxels: a limit above it drops it too.
-        drop_thin_opacities(&mut o, dims, [1.0, 1.0, 1.0], 4.5);
+        drop_thin_opacities(&mut o, dims, [1.0, 1.0, 1.0], 4.5, &Found::default());
         assert!(o.iter().all(|&v| v == 0));
     }
 
@@ -648,9 +672,9 @@ mod tests {
             }
         }
         let kept = o.clone();
-        drop_thin_opacities(&mut o, [1, 9, 9], [0.5, 0.5, 2.5], 3.0);
+        drop_thin_opacities(&mut o, [1, 9, 9], [0.5, 0.5, 2.5], 3.0, &Found::default());
         assert_eq!(o, kept);
-        drop_thin_opacities(&mut o, [1, 9, 9], [0.5, 0.5, 2.5], 3.5);
+        drop_thin_opacities(&mut o, [1, 9, 9], [0.5, 0.5, 2.5], 3.5, &Found::default());
         assert!(o.iter().all(|&v| v == 0));
     }
 }

@@ -15,14 +15,14 @@
 //! touching a vessel joins the vessel's structure and is lost too: the cost, measured on the
 //! tuning phantoms (models/train/README.md).
 
-use std::collections::HashMap;
-
+use super::dense;
 use super::model::VesselOpacities;
-use super::postprocess::{OpacityComponents, run_components_where};
+use super::postprocess::OpacityComponents;
+use super::solid_lesions::Found;
 
 /// Drop from `opacities` (labels on the CT grid, `[z][y][x]` of `dims`, `spacing` in mm as `[x,
 /// y, z]`) the small components that are mostly vessel, judged on the lung (`lobes` > 0) of the
-/// CT (`hu`).
+/// CT (`hu`). Findings that hold one of `solid` are kept.
 pub fn drop(
     opacities: &mut [u8],
     lobes: &[u8],
@@ -30,55 +30,27 @@ pub fn drop(
     dims: [usize; 3],
     spacing: [f64; 3],
     rule: &VesselOpacities,
+    solid: &Found,
 ) {
     let Some(found) = OpacityComponents::of(opacities, dims, spacing) else {
         return;
     };
+    let keep = solid.roots_in(&found, dims);
     let r = rule.max_radius_mm as f32;
     let small = |root: u32| found.deepest[root as usize] < r * r;
-    if !found.roots.iter().any(|&root| small(root)) {
-        return;
-    }
-    let dense_above = rule.dense_above_hu;
-    let (dense, dense_roots) =
-        run_components_where(dims, |i| lobes[i] > 0 && f32::from(hu[i]) > dense_above);
-    let mut dense_size = vec![0u64; dense.len()];
-    for (run, &root) in dense.iter().zip(&dense_roots) {
-        dense_size[root as usize] += (run.x1 - run.x0) as u64;
-    }
-    // Dense runs are in raster order: the runs of one row are found by binary search.
-    let row_of = |z: usize, y: usize| {
-        let start = dense.partition_point(|d| (d.z, d.y) < (z, y));
-        let end = dense.partition_point(|d| (d.z, d.y) <= (z, y));
-        start..end
-    };
-    let mut size: HashMap<u32, u64> = HashMap::new();
-    // (opacity component, dense structure) → voxels they share.
-    let mut shared: HashMap<(u32, u32), u64> = HashMap::new();
-    for (run, &root) in found.runs.iter().zip(&found.roots) {
-        if !small(root) {
-            continue;
-        }
-        let (z, y, x0, x1) = found.global(run);
-        *size.entry(root).or_default() += (x1 - x0) as u64;
-        for i in row_of(z, y) {
-            let (a, b) = (dense[i].x0.max(x0), dense[i].x1.min(x1));
-            if a < b {
-                *shared.entry((root, dense_roots[i])).or_default() += (b - a) as u64;
-            }
-        }
-    }
-    let mut vessel: HashMap<u32, u64> = HashMap::new();
-    for (&(root, d), &inside) in &shared {
-        if dense_size[d as usize] - inside >= inside {
-            *vessel.entry(root).or_default() += inside;
-        }
-    }
+    let split = dense::split(
+        &found,
+        |root| small(root) && !keep.contains(&root),
+        lobes,
+        hu,
+        dims,
+        rule.dense_above_hu,
+    );
     let share = rule.min_vessel_share;
     found.clear(opacities, dims, |root| {
-        let v = vessel.get(&root).copied().unwrap_or(0) as f64;
-        let n = size.get(&root).copied().unwrap_or(0) as f64;
-        n > 0.0 && v >= share * n
+        split
+            .get(&root)
+            .is_some_and(|s| s.voxels > 0 && s.outside as f64 >= share * s.voxels as f64)
     });
 }
 
@@ -101,15 +73,19 @@ mod tests {
         }
     }
 
-    /// The opacities `o` after the rule with this share and radius.
-    fn after(o: &[u8], lobes: &[u8], hu: &[i16], share: f64, radius_mm: f64) -> Vec<u8> {
-        let mut o = o.to_vec();
-        let rule = VesselOpacities {
+    fn rule_with(share: f64, radius_mm: f64) -> VesselOpacities {
+        VesselOpacities {
             min_vessel_share: share,
             max_radius_mm: radius_mm,
             ..rule()
-        };
-        drop(&mut o, lobes, hu, DIMS, SPACING, &rule);
+        }
+    }
+
+    /// The opacities `o` after the rule with this share and radius.
+    fn after(o: &[u8], lobes: &[u8], hu: &[i16], share: f64, radius_mm: f64) -> Vec<u8> {
+        let mut o = o.to_vec();
+        let rule = rule_with(share, radius_mm);
+        drop(&mut o, lobes, hu, DIMS, SPACING, &rule, &Found::default());
         o
     }
 
@@ -168,6 +144,24 @@ mod tests {
         }
         o.iter_mut().filter(|v| **v > 0).for_each(|v| *v = 2);
         assert_eq!(after(&o, &lobes, &hu, 0.2, 4.0), o);
+    }
+
+    #[test]
+    fn keeps_a_solid_lesion_whatever_its_vessel_share() {
+        let (lobes, hu) = lung_with_vessel();
+        let o = cube(10);
+        let mut kept = o.clone();
+        let solid = Found::from_voxels(vec![at(1, 3, 9)]);
+        drop(
+            &mut kept,
+            &lobes,
+            &hu,
+            DIMS,
+            SPACING,
+            &rule_with(0.1, 4.0),
+            &solid,
+        );
+        assert_eq!(kept, o);
     }
 
     #[test]

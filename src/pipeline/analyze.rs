@@ -385,9 +385,20 @@ pub fn analyze(
     let covid_probability = infer::classify_volume(&models.covid, &volume, &opacities)?;
     timed("classifier", t, progress);
     // After the classifier: it learnt from the opacities model's maps as they come out of it.
+    // Judged as the model found them, before the filters that would drop them.
+    let solid = match &models.opacities.manifest.output.solid_lesions {
+        Some(rule) => {
+            let t = Instant::now();
+            let found =
+                infer::solid_lesions::find(&opacities, &lobes, &volume.hu, dims, g.spacing, rule);
+            timed("solid_lesions", t, progress);
+            found
+        }
+        None => infer::solid_lesions::Found::default(),
+    };
     if let Some(r) = models.opacities.manifest.output.min_inscribed_radius_voxels {
         let t = Instant::now();
-        postprocess::drop_thin_opacities(&mut opacities, dims, g.spacing, r);
+        postprocess::drop_thin_opacities(&mut opacities, dims, g.spacing, r, &solid);
         timed("thin_opacities", t, progress);
     }
     if let Some(rule) = &models.opacities.manifest.output.opacity_edge {
@@ -397,7 +408,15 @@ pub fn analyze(
     }
     if let Some(rule) = &models.opacities.manifest.output.vessel_opacities {
         let t = Instant::now();
-        infer::vessel_opacities::drop(&mut opacities, &lobes, &volume.hu, dims, g.spacing, rule);
+        infer::vessel_opacities::drop(
+            &mut opacities,
+            &lobes,
+            &volume.hu,
+            dims,
+            g.spacing,
+            rule,
+            &solid,
+        );
         timed("vessel_opacities", t, progress);
     }
     // After the opacity rules: found opacities keep the lobes model's labels.
