@@ -56,12 +56,12 @@ pub(crate) fn split(
             }
         }
     }
-    for (&(root, d), &inside) in &shared {
+    for (&(root, d), &both) in &shared {
         let s = out.entry(root).or_default();
-        if dense_size[d as usize] - inside >= inside {
-            s.outside += inside;
+        if dense_size[d as usize] - both >= both {
+            s.outside += both;
         } else {
-            s.inside += inside;
+            s.inside += both;
         }
     }
     out

@@ -67,7 +67,8 @@ pub fn find(
     };
     let split = dense::split(&found, |_| true, lobes, hu, dims, rule.dense_above_hu);
     let (ny, nx) = (dims[1], dims[2]);
-    let mut consolidation = vec![0u64; found.deepest.len()];
+    // Indexed by root, as `found.deepest` is.
+    let mut consolidation = vec![0u64; found.runs.len()];
     for (run, &root) in found.runs.iter().zip(&found.roots) {
         let (z, y, x0, x1) = found.global(run);
         let base = (z * ny + y) * nx;

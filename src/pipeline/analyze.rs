@@ -392,6 +392,10 @@ pub fn analyze(
             let found =
                 infer::solid_lesions::find(&opacities, &lobes, &volume.hu, dims, g.spacing, rule);
             timed("solid_lesions", t, progress);
+            tracing::debug!(
+                solid = found.len(),
+                "solid lesions among the found opacities"
+            );
             found
         }
         None => infer::solid_lesions::Found::default(),
