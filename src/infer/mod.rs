@@ -16,7 +16,7 @@
 
 pub mod border;
 pub mod consolidated_lobe;
-mod dense;
+pub mod dense;
 pub mod fissures;
 pub mod flood;
 pub mod model;

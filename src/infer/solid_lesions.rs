@@ -15,7 +15,7 @@
 
 use std::collections::HashSet;
 
-use super::dense;
+use super::dense::{self, Lung};
 use super::model::SolidLesions;
 use super::postprocess::OpacityComponents;
 use crate::quant::opacity;
@@ -52,20 +52,18 @@ impl Found {
 }
 
 /// The solid lesions among `opacities` (labels on the CT grid, `[z][y][x]` of `dims`, `spacing`
-/// in mm as `[x, y, z]`), judged on the lung (`lobes` > 0) of the CT (`hu`) as the model found
-/// them, before any opacity rule.
+/// in mm as `[x, y, z]`), judged on `lung` as the model found them, before any opacity rule.
 pub fn find(
     opacities: &[u8],
-    lobes: &[u8],
-    hu: &[i16],
+    lung: &mut Lung,
     dims: [usize; 3],
     spacing: [f64; 3],
     rule: &SolidLesions,
 ) -> Found {
-    let Some(found) = OpacityComponents::of(opacities, dims, spacing) else {
+    let Some(found) = OpacityComponents::without_depth(opacities, dims) else {
         return Found::default();
     };
-    let split = dense::split(&found, |_| true, lobes, hu, dims, rule.dense_above_hu);
+    let split = dense::split(&found, |_| true, lung, rule.dense_above_hu);
     let (ny, nx) = (dims[1], dims[2]);
     // Indexed by root, as `found.deepest` is.
     let mut consolidation = vec![0u64; found.runs.len()];
@@ -147,14 +145,29 @@ mod tests {
     #[test]
     fn a_dense_consolidation_is_solid_and_a_vessel_is_not() {
         let (o, lobes, hu) = case(opacity::CONSOLIDATION);
-        let found = find(&o, &lobes, &hu, DIMS, SPACING, &rule());
+        let found = find(
+            &o,
+            &mut Lung::new(&lobes, &hu, DIMS),
+            DIMS,
+            SPACING,
+            &rule(),
+        );
         assert_eq!(found.voxels, vec![at(2, 4, 4)]);
     }
 
     #[test]
     fn ground_glass_over_the_same_density_is_not() {
         let (o, lobes, hu) = case(opacity::GROUND_GLASS);
-        assert!(find(&o, &lobes, &hu, DIMS, SPACING, &rule()).is_empty());
+        assert!(
+            find(
+                &o,
+                &mut Lung::new(&lobes, &hu, DIMS),
+                DIMS,
+                SPACING,
+                &rule()
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -165,7 +178,7 @@ mod tests {
             min_solid_ml: 0.03,
             ..rule()
         };
-        assert!(find(&o, &lobes, &hu, DIMS, SPACING, &rule).is_empty());
+        assert!(find(&o, &mut Lung::new(&lobes, &hu, DIMS), DIMS, SPACING, &rule).is_empty());
     }
 
     #[test]
@@ -195,19 +208,44 @@ mod tests {
             .zip(case(opacity::CONSOLIDATION).2)
             .map(|(&h, c)| if c == 30 { -850 } else { h })
             .collect();
-        assert!(find(&o, &lobes, &nodule_free, DIMS, SPACING, &rule).is_empty());
+        assert!(
+            find(
+                &o,
+                &mut Lung::new(&lobes, &nodule_free, DIMS),
+                DIMS,
+                SPACING,
+                &rule
+            )
+            .is_empty()
+        );
         // Without the vessel the knot is the finding's own density: solid.
         let no_vessel: Vec<i16> = nodule_free
             .iter()
             .map(|&h| if h == 40 { -850 } else { h })
             .collect();
-        assert_eq!(find(&o, &lobes, &no_vessel, DIMS, SPACING, &rule).len(), 1);
+        assert_eq!(
+            find(
+                &o,
+                &mut Lung::new(&lobes, &no_vessel, DIMS),
+                DIMS,
+                SPACING,
+                &rule
+            )
+            .len(),
+            1
+        );
     }
 
     #[test]
     fn the_thin_filter_keeps_a_solid_lesion_and_drops_the_vessel() {
         let (o, lobes, hu) = case(opacity::CONSOLIDATION);
-        let solid = find(&o, &lobes, &hu, DIMS, SPACING, &rule());
+        let solid = find(
+            &o,
+            &mut Lung::new(&lobes, &hu, DIMS),
+            DIMS,
+            SPACING,
+            &rule(),
+        );
         // The nodule's centre is 2 mm from outside it: a ball of 2.5 fits in neither finding.
         let mut without = o.clone();
         drop_thin_opacities(&mut without, DIMS, SPACING, 2.5, &Found::default());

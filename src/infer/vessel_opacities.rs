@@ -15,18 +15,17 @@
 //! touching a vessel joins the vessel's structure and is lost too: the cost, measured on the
 //! tuning phantoms (models/train/README.md).
 
-use super::dense;
+use super::dense::{self, Lung};
 use super::model::VesselOpacities;
 use super::postprocess::OpacityComponents;
 use super::solid_lesions::Found;
 
 /// Drop from `opacities` (labels on the CT grid, `[z][y][x]` of `dims`, `spacing` in mm as `[x,
-/// y, z]`) the small components that are mostly vessel, judged on the lung (`lobes` > 0) of the
-/// CT (`hu`). Findings that hold one of `solid` are kept.
+/// y, z]`) the small components that are mostly vessel, judged on `lung`. Findings that hold one
+/// of `solid` are kept.
 pub fn drop(
     opacities: &mut [u8],
-    lobes: &[u8],
-    hu: &[i16],
+    lung: &mut Lung,
     dims: [usize; 3],
     spacing: [f64; 3],
     rule: &VesselOpacities,
@@ -41,9 +40,7 @@ pub fn drop(
     let split = dense::split(
         &found,
         |root| small(root) && !keep.contains(&root),
-        lobes,
-        hu,
-        dims,
+        lung,
         rule.dense_above_hu,
     );
     let share = rule.min_vessel_share;
@@ -85,7 +82,14 @@ mod tests {
     fn after(o: &[u8], lobes: &[u8], hu: &[i16], share: f64, radius_mm: f64) -> Vec<u8> {
         let mut o = o.to_vec();
         let rule = rule_with(share, radius_mm);
-        drop(&mut o, lobes, hu, DIMS, SPACING, &rule, &Found::default());
+        drop(
+            &mut o,
+            &mut Lung::new(lobes, hu, DIMS),
+            DIMS,
+            SPACING,
+            &rule,
+            &Found::default(),
+        );
         o
     }
 
@@ -154,8 +158,7 @@ mod tests {
         let solid = Found::from_voxels(vec![at(1, 3, 9)]);
         drop(
             &mut kept,
-            &lobes,
-            &hu,
+            &mut Lung::new(&lobes, &hu, DIMS),
             DIMS,
             SPACING,
             &rule_with(0.1, 4.0),

@@ -386,11 +386,12 @@ pub fn analyze(
     timed("classifier", t, progress);
     // After the classifier: it learnt from the opacities model's maps as they come out of it.
     // Judged as the model found them, before the filters that would drop them.
+    // The two rules that judge findings against the dense lung share one labelling of it.
+    let mut lung = infer::dense::Lung::new(&lobes, &volume.hu, dims);
     let solid = match &models.opacities.manifest.output.solid_lesions {
         Some(rule) => {
             let t = Instant::now();
-            let found =
-                infer::solid_lesions::find(&opacities, &lobes, &volume.hu, dims, g.spacing, rule);
+            let found = infer::solid_lesions::find(&opacities, &mut lung, dims, g.spacing, rule);
             timed("solid_lesions", t, progress);
             tracing::debug!(
                 solid = found.len(),
@@ -412,15 +413,7 @@ pub fn analyze(
     }
     if let Some(rule) = &models.opacities.manifest.output.vessel_opacities {
         let t = Instant::now();
-        infer::vessel_opacities::drop(
-            &mut opacities,
-            &lobes,
-            &volume.hu,
-            dims,
-            g.spacing,
-            rule,
-            &solid,
-        );
+        infer::vessel_opacities::drop(&mut opacities, &mut lung, dims, g.spacing, rule, &solid);
         timed("vessel_opacities", t, progress);
     }
     // After the opacity rules: found opacities keep the lobes model's labels.
