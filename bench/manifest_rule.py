@@ -3,7 +3,8 @@ The shipped models run twice per study, interleaved: with the manifests as shipp
 rule taken out. Rules: `thin_opacities` (the opacities manifest's `min_inscribed_radius_voxels`),
 `lung_border` (the lobes manifest's `[output.lung_border]`), `opacity_edge` (the opacities
 manifest's `[output.opacity_edge]`), `vessel_opacities` (its `[output.vessel_opacities]`),
-`solid_lesions` (its `[output.solid_lesions]`),
+`solid_lesions` (its `[output.solid_lesions]`), `ground_glass_iqr` (the vessel rule's
+`max_ground_glass_iqr_hu`),
 `consolidated_lobe` (the lobes manifest's `[output.consolidated_lobe]`), `aerated_pocket` (that
 table's `aerated_pocket_share`) and `fissures` (the lobes manifest's `[output.fissures]`).
 Full-size phantoms (seed 1) at two COVID-19 severities (for `consolidated_lobe`, which acts on
@@ -12,7 +13,7 @@ seed 1 and of tuning seed 800074, where the pocket moves; for `fissures`: a norm
 critical COVID-19); medians of RUNS runs (default 3). Run from the repository root after
 `make build`:
 
-    build/venv/bin/python bench/manifest_rule.py thin_opacities|lung_border|opacity_edge|vessel_opacities|solid_lesions|consolidated_lobe|aerated_pocket|fissures
+    build/venv/bin/python bench/manifest_rule.py thin_opacities|lung_border|opacity_edge|vessel_opacities|solid_lesions|ground_glass_iqr|consolidated_lobe|aerated_pocket|fissures
 
 Prints a Markdown table for BENCHMARKS.md."""
 import json
@@ -35,6 +36,7 @@ RULES = {
     "opacity_edge": (r"(?ms)^\[output\.opacity_edge\]\n.*?\n\n", "opacity_edge"),
     "vessel_opacities": (r"(?ms)^\[output\.vessel_opacities\]\n.*?\n\n", "vessel_opacities"),
     "solid_lesions": (r"(?ms)^\[output\.solid_lesions\]\n.*?\n\n", "solid_lesions"),
+    "ground_glass_iqr": (r"(?m)^max_ground_glass_iqr_hu = .*\n", "vessel_opacities"),
     "consolidated_lobe": (r"(?ms)^\[output\.consolidated_lobe\]\n.*?\n\n", "consolidated_lobe"),
     "aerated_pocket": (r"(?m)^aerated_pocket_share = .*\n", "consolidated_lobe"),
     "fissures": (r"(?ms)^\[output\.fissures\]\n.*?\n\n", "fissures"),

@@ -72,8 +72,11 @@ underestimate of severe and critical COVID-19 lobes. Last, pulmo drops the small
 {OPACITIES_VESSELS['min_vessel_share'] * 100:.0f} % of their voxels belong to dense lung (above
 {OPACITIES_VESSELS['dense_above_hu']:.0f} HU) that lies mostly outside them, a vessel going on beyond the finding.
 Nearly all of the network's remaining false positives in clean lobes were such pieces of vessels; the rule also
-drops a small nodule touching a vessel and a small ground-glass lesion a vessel runs through. Version 1.2.0 is
-the 1.1.0 network with the filter; 1.3.0 adds the edge rule, 1.4.0 the vessel rule, 1.5.0 the solid lesions.
+drops a small nodule touching a vessel. It keeps ground glass of its own that a vessel runs through: a finding at
+least half of which is lung at or below {OPACITIES_VESSELS['dense_above_hu']:.0f} HU whose interquartile range is at most
+{OPACITIES_VESSELS['max_ground_glass_iqr_hu']:.0f} HU (a vessel's halo falls off from the vessel to the lung, a wide range; a ground-glass
+lesion is evenly dense). Version 1.2.0 is the 1.1.0 network with the filter; 1.3.0 adds the edge rule, 1.4.0 the
+vessel rule, 1.5.0 the solid lesions, 1.6.0 the ground-glass exception to the vessel rule.
 Before both filters, pulmo marks the findings that are a solid lesion (`[output.solid_lesions]`), which the
 filters then keep: at least {OPACITIES_SOLID['min_consolidation_share'] * 100:.0f} % consolidation as the network labelled them,
 holding at least {OPACITIES_SOLID['min_solid_ml']} mL of dense lung (above {OPACITIES_SOLID['dense_above_hu']:.0f} HU) that lies mostly inside them, more than

@@ -21,6 +21,8 @@ from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_C
 # vessel (vessel_opacities).
 # opacities 1.5.0: the 1.1.0 weights; its manifest also has pulmo keep the findings that are a
 # solid lesion through both filters (solid_lesions).
+# opacities 1.6.0: the 1.1.0 weights; the vessel rule keeps ground glass of its own that a vessel
+# runs through (vessel_opacities.max_ground_glass_iqr_hu).
 # lobes 1.1.0: the 1.0.0 weights; its manifest has pulmo let the CT place the lungs' border
 # where the model is unsure (lung_border).
 # lobes 1.2.0: the 1.0.0 weights; its manifest also has a consolidated lobe keep its
@@ -29,7 +31,7 @@ from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_C
 # lung the network put on its side of the fissure (aerated_pocket_share).
 # lobes 1.4.0: the 1.0.0 weights; on thin-slice CTs the border between two lobes moves to the
 # fissure the CT shows (fissures).
-VERSIONS = {"lobes": "1.4.0", "opacities": "1.5.0", "classifier": "1.2.0"}
+VERSIONS = {"lobes": "1.4.0", "opacities": "1.6.0", "classifier": "1.2.0"}
 OPSET = 17
 
 

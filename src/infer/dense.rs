@@ -45,6 +45,11 @@ impl<'a> Lung<'a> {
         }
     }
 
+    /// The CT, `[z][y][x]` of the lung's dims.
+    pub(crate) fn hu(&self) -> &'a [i16] {
+        self.hu
+    }
+
     /// Its dense structures above `above` HU, labelled now unless they already were at that
     /// density.
     fn structures(&mut self, above: f32) -> &Structures {

@@ -150,6 +150,12 @@ pub struct VesselOpacities {
     /// Dropped when at least this share of the finding is dense structure that lies mostly
     /// outside it.
     pub min_vessel_share: f64,
+    /// Kept whatever its vessel share: a finding at least half of which is lung at or below
+    /// `dense_above_hu` whose density spreads over an interquartile range of at most this (HU),
+    /// ground glass of its own that a vessel runs through (a vessel's halo falls off from the
+    /// vessel to the lung: a wide range). Absent, none is kept so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ground_glass_iqr_hu: Option<f64>,
 }
 
 /// Which found opacities are a solid lesion, kept by the thin and vessel filters
@@ -465,6 +471,14 @@ impl Manifest {
             if !(v.min_vessel_share > 0.0 && v.min_vessel_share <= 1.0) {
                 return Err(
                     "output.vessel_opacities.min_vessel_share must be above 0 and at most 1".into(),
+                );
+            }
+            if let Some(iqr) = v.max_ground_glass_iqr_hu
+                && !(iqr > 0.0 && iqr <= 500.0)
+            {
+                return Err(
+                    "output.vessel_opacities.max_ground_glass_iqr_hu must be above 0 and at most 500"
+                        .into(),
                 );
             }
         }

@@ -15,6 +15,8 @@
 //! touching a vessel joins the vessel's structure and is lost too: the cost, measured on the
 //! tuning phantoms (models/train/README.md).
 
+use std::collections::{HashMap, HashSet};
+
 use super::dense::{self, Lung};
 use super::model::VesselOpacities;
 use super::postprocess::OpacityComponents;
@@ -44,11 +46,66 @@ pub fn drop(
         rule.dense_above_hu,
     );
     let share = rule.min_vessel_share;
-    found.clear(opacities, dims, |root| {
+    let vessel = |root: u32| {
         split
             .get(&root)
             .is_some_and(|s| s.voxels > 0 && s.outside as f64 >= share * s.voxels as f64)
+    };
+    let glass = match rule.max_ground_glass_iqr_hu {
+        Some(max_iqr) => ground_glass(
+            &found,
+            vessel,
+            lung.hu(),
+            dims,
+            rule.dense_above_hu,
+            max_iqr,
+        ),
+        None => HashSet::new(),
+    };
+    found.clear(opacities, dims, |root| {
+        vessel(root) && !glass.contains(&root)
     });
+}
+
+/// The roots among those `judge` picks that are ground glass of their own: at least half of
+/// their voxels lung at or below `dense_above` HU of the CT (`hu`), whose interquartile range
+/// is at most `max_iqr` HU.
+fn ground_glass(
+    found: &OpacityComponents,
+    judge: impl Fn(u32) -> bool,
+    hu: &[i16],
+    dims: [usize; 3],
+    dense_above: f32,
+    max_iqr: f64,
+) -> HashSet<u32> {
+    let (ny, nx) = (dims[1], dims[2]);
+    // Root → its voxel count and the HU of its voxels at or below `dense_above`.
+    let mut values: HashMap<u32, (usize, Vec<i16>)> = HashMap::new();
+    for (run, &root) in found.runs.iter().zip(&found.roots) {
+        if !judge(root) {
+            continue;
+        }
+        let (z, y, x0, x1) = found.global(run);
+        let base = (z * ny + y) * nx;
+        let (n, v) = values.entry(root).or_default();
+        *n += x1 - x0;
+        v.extend(
+            hu[base + x0..base + x1]
+                .iter()
+                .filter(|&&h| f32::from(h) <= dense_above),
+        );
+    }
+    values
+        .into_iter()
+        .filter_map(|(root, (n, mut v))| {
+            if v.is_empty() || 2 * v.len() < n {
+                return None;
+            }
+            v.sort_unstable();
+            let q = |p: f64| f64::from(v[((v.len() - 1) as f64 * p).round() as usize]);
+            (q(0.75) - q(0.25) <= max_iqr).then_some(root)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -67,6 +124,7 @@ mod tests {
             dense_above_hu: -300.0,
             max_radius_mm: 4.0,
             min_vessel_share: 0.2,
+            max_ground_glass_iqr_hu: None,
         }
     }
 
@@ -184,5 +242,60 @@ mod tests {
         }
         let o = cube(10);
         assert_eq!(after(&o, &lobes, &hu, 0.1, 4.0), o);
+    }
+
+    /// `cube(10)` over the vessel with the lung of the cube off the vessel at `hu_of(z, y, x)`,
+    /// after the rule with a vessel share of 0.1 and `max_ground_glass_iqr_hu` of `max_iqr`.
+    fn ground_glass_case(hu_of: impl Fn(usize, usize, usize) -> i16, max_iqr: Option<f64>) -> bool {
+        let (lobes, mut hu) = lung_with_vessel();
+        let o = cube(10);
+        for z in 1..4 {
+            for y in 3..6 {
+                for x in 9..12 {
+                    if hu[at(z, y, x)] < -300 {
+                        hu[at(z, y, x)] = hu_of(z, y, x);
+                    }
+                }
+            }
+        }
+        let mut after = o.clone();
+        let rule = VesselOpacities {
+            max_ground_glass_iqr_hu: max_iqr,
+            ..rule_with(0.1, 4.0)
+        };
+        let mut lung = Lung::new(&lobes, &hu, DIMS);
+        drop(
+            &mut after,
+            &mut lung,
+            DIMS,
+            SPACING,
+            &rule,
+            &Found::default(),
+        );
+        after == o
+    }
+
+    #[test]
+    fn keeps_ground_glass_of_its_own_that_a_vessel_runs_through() {
+        // 24 of the 27 voxels ground glass at -560 / -540 HU, 3 the vessel (11 %).
+        let glass = |z: usize, y: usize, x: usize| if (z + y + x) % 2 == 0 { -560 } else { -540 };
+        assert!(!ground_glass_case(glass, None));
+        assert!(ground_glass_case(glass, Some(60.0)));
+        // Its interquartile range is 20 HU: too spread for a limit of 10.
+        assert!(!ground_glass_case(glass, Some(10.0)));
+    }
+
+    #[test]
+    fn drops_a_vessel_s_halo_whatever_the_limit() {
+        // Partial volume: dense beside the vessel (the 12 voxels 6-connected to it), aerated
+        // further out.
+        let halo = |z: usize, y: usize, _x: usize| {
+            if z.abs_diff(2) + y.abs_diff(4) == 1 {
+                -420
+            } else {
+                -820
+            }
+        };
+        assert!(!ground_glass_case(halo, Some(60.0)));
     }
 }
