@@ -108,6 +108,11 @@ mod tests {
         (z * DIMS[1] + y) * DIMS[2] + x
     }
 
+    /// `find` on the lung of `lobes` and `hu`.
+    fn solid(o: &[u8], lobes: &[u8], hu: &[i16], rule: &SolidLesions) -> Found {
+        find(o, &mut Lung::new(lobes, hu, DIMS), DIMS, SPACING, rule)
+    }
+
     fn rule() -> SolidLesions {
         SolidLesions {
             dense_above_hu: -300.0,
@@ -145,29 +150,14 @@ mod tests {
     #[test]
     fn a_dense_consolidation_is_solid_and_a_vessel_is_not() {
         let (o, lobes, hu) = case(opacity::CONSOLIDATION);
-        let found = find(
-            &o,
-            &mut Lung::new(&lobes, &hu, DIMS),
-            DIMS,
-            SPACING,
-            &rule(),
-        );
+        let found = solid(&o, &lobes, &hu, &rule());
         assert_eq!(found.voxels, vec![at(2, 4, 4)]);
     }
 
     #[test]
     fn ground_glass_over_the_same_density_is_not() {
         let (o, lobes, hu) = case(opacity::GROUND_GLASS);
-        assert!(
-            find(
-                &o,
-                &mut Lung::new(&lobes, &hu, DIMS),
-                DIMS,
-                SPACING,
-                &rule()
-            )
-            .is_empty()
-        );
+        assert!(solid(&o, &lobes, &hu, &rule()).is_empty());
     }
 
     #[test]
@@ -178,7 +168,7 @@ mod tests {
             min_solid_ml: 0.03,
             ..rule()
         };
-        assert!(find(&o, &mut Lung::new(&lobes, &hu, DIMS), DIMS, SPACING, &rule).is_empty());
+        assert!(solid(&o, &lobes, &hu, &rule).is_empty());
     }
 
     #[test]
@@ -208,50 +198,25 @@ mod tests {
             .zip(case(opacity::CONSOLIDATION).2)
             .map(|(&h, c)| if c == 30 { -850 } else { h })
             .collect();
-        assert!(
-            find(
-                &o,
-                &mut Lung::new(&lobes, &nodule_free, DIMS),
-                DIMS,
-                SPACING,
-                &rule
-            )
-            .is_empty()
-        );
+        assert!(solid(&o, &lobes, &nodule_free, &rule).is_empty());
         // Without the vessel the knot is the finding's own density: solid.
         let no_vessel: Vec<i16> = nodule_free
             .iter()
             .map(|&h| if h == 40 { -850 } else { h })
             .collect();
-        assert_eq!(
-            find(
-                &o,
-                &mut Lung::new(&lobes, &no_vessel, DIMS),
-                DIMS,
-                SPACING,
-                &rule
-            )
-            .len(),
-            1
-        );
+        assert_eq!(solid(&o, &lobes, &no_vessel, &rule).len(), 1);
     }
 
     #[test]
     fn the_thin_filter_keeps_a_solid_lesion_and_drops_the_vessel() {
         let (o, lobes, hu) = case(opacity::CONSOLIDATION);
-        let solid = find(
-            &o,
-            &mut Lung::new(&lobes, &hu, DIMS),
-            DIMS,
-            SPACING,
-            &rule(),
-        );
+        let found = solid(&o, &lobes, &hu, &rule());
         // The nodule's centre is 2 mm from outside it: a ball of 2.5 fits in neither finding.
         let mut without = o.clone();
         drop_thin_opacities(&mut without, DIMS, SPACING, 2.5, &Found::default());
         assert!(without.iter().all(|&v| v == 0));
         let mut with = o.clone();
-        drop_thin_opacities(&mut with, DIMS, SPACING, 2.5, &solid);
+        drop_thin_opacities(&mut with, DIMS, SPACING, 2.5, &found);
         let nodule = o.iter().filter(|&&v| v > 0).count() - 3;
         assert_eq!(with.iter().filter(|&&v| v > 0).count(), nodule);
         assert_eq!(with[at(3, 9, 13)], 0);

@@ -13,7 +13,10 @@
 //! vessels and keep them: they are part of the opacified lung) and at least `min_vessel_share` of
 //! its voxels belong to dense structures that are more outside it than inside. A solid nodule
 //! touching a vessel joins the vessel's structure and is lost too: the cost, measured on the
-//! tuning phantoms (models/train/README.md).
+//! tuning phantoms (models/train/README.md). A ground-glass lesion that a vessel runs through is
+//! kept when the manifest has `max_ground_glass_iqr_hu`: most of it is lung below the dense
+//! threshold, evenly dense (a narrow interquartile range), where the lung around a vessel falls
+//! off from the vessel's density to the aerated lung's.
 
 use std::collections::{HashMap, HashSet};
 
