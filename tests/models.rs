@@ -331,21 +331,12 @@ fn the_lung_border_rule_brings_the_lungs_closer_to_the_truth() {
     // (models/train/README.md). Here one phantom, with the shipped manifest and with the rule
     // taken out of it: the lungs must come closer to the truth, not merely change (this phantom:
     // lung Dice 0.9811 without, 0.9886 with).
-    let tmp = tempfile::tempdir().expect("tempdir");
     let mut params = Params::new(424_245, Size::Small);
     params.pattern = Pattern::Covid;
     params.severity = Severity::Moderate;
-    let study = tmp.path().join("study");
-    write_phantom(&study, &params, Syntax::Explicit, false, false);
-    let without = models_without(&tmp.path().join("models-without"), "output.lung_border");
-    let truth = read_nifti_labels(&study.join("truth/lobes.nii.gz"));
-    let lung_dice = |models: &Path, name: &str| -> f64 {
-        let out = analyze_with(models, &study, tmp.path(), name);
-        dice(&read_nifti_labels(&out.join("lobes.nii.gz")), &truth)
-    };
-    let with_rule = lung_dice(&models_dir(), "with");
-    let without_rule = lung_dice(&without, "without");
-    eprintln!("lung Dice {with_rule:.4} with the rule, {without_rule:.4} without");
+    let (with_rule, without_rule) = dice_with_and_without(&params, "lobes.nii.gz", |dir| {
+        models_without(dir, "output.lung_border")
+    });
     assert!(
         with_rule > without_rule,
         "lung Dice {with_rule:.4} with the rule, {without_rule:.4} without"
@@ -592,8 +583,9 @@ fn the_solid_lesion_rule_keeps_a_small_ct_s_nodules() {
     // 0 without the rule, 0.68 with).
     let mut params = Params::new(800_005, Size::Small);
     params.pattern = Pattern::Nodules;
-    let (with_rule, without_rule) =
-        opacity_dice_with_and_without(&params, |dir| models_without(dir, "output.solid_lesions"));
+    let (with_rule, without_rule) = dice_with_and_without(&params, "opacities.nii.gz", |dir| {
+        models_without(dir, "output.solid_lesions")
+    });
     assert!(
         with_rule > without_rule + 0.2,
         "opacity Dice {with_rule:.4} with the rule, {without_rule:.4} without"
@@ -612,7 +604,7 @@ fn the_vessel_rule_keeps_ground_glass_that_a_vessel_runs_through() {
     params.pattern = Pattern::Covid;
     params.severity = Severity::Moderate;
     params.noise_hu = 16.4;
-    let (with_key, without_key) = opacity_dice_with_and_without(&params, |dir| {
+    let (with_key, without_key) = dice_with_and_without(&params, "opacities.nii.gz", |dir| {
         models_edited(dir, |text| {
             let (head, rest) = text.split_once("max_ground_glass_iqr_hu = ")?;
             let rest = rest.split_once('\n').map_or("", |(_, rest)| rest);
@@ -625,23 +617,25 @@ fn the_vessel_rule_keeps_ground_glass_that_a_vessel_runs_through() {
     );
 }
 
-/// Opacity Dice against the truth of the phantom `params`, with the shipped models and with
-/// the copy of them that `without` makes in the folder it is given.
-fn opacity_dice_with_and_without(
+/// Dice of the foreground of `labels` (a mask `pulmo analyze --masks` writes, named as the
+/// phantom's truth names it) against the truth of the phantom `params`, with the shipped models
+/// and with the copy of them that `without` makes in the folder it is given.
+fn dice_with_and_without(
     params: &Params,
+    labels: &str,
     without: impl FnOnce(&Path) -> PathBuf,
 ) -> (f64, f64) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let study = tmp.path().join("study");
     write_phantom(&study, params, Syntax::Explicit, false, false);
     let without = without(&tmp.path().join("models-without"));
-    let truth = read_nifti_labels(&study.join("truth/opacities.nii.gz"));
-    let opacity_dice = |models: &Path, name: &str| -> f64 {
+    let truth = read_nifti_labels(&study.join("truth").join(labels));
+    let found_dice = |models: &Path, name: &str| -> f64 {
         let out = analyze_with(models, &study, tmp.path(), name);
-        dice(&read_nifti_labels(&out.join("opacities.nii.gz")), &truth)
+        dice(&read_nifti_labels(&out.join(labels)), &truth)
     };
-    let with = opacity_dice(&models_dir(), "with");
-    let without = opacity_dice(&without, "without");
-    eprintln!("opacity Dice {with:.4} with the rule, {without:.4} without");
+    let with = found_dice(&models_dir(), "with");
+    let without = found_dice(&without, "without");
+    eprintln!("{labels}: Dice {with:.4} with the rule, {without:.4} without");
     (with, without)
 }

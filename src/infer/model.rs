@@ -445,10 +445,7 @@ impl Manifest {
             if self.role != Role::Opacities {
                 return Err("output.opacity_edge is for an opacities model".into());
             }
-            // Below about -900 HU every aerated voxel would join: the rule would flood the lung.
-            if !(-900.0..=200.0).contains(&e.dense_above_hu) {
-                return Err("output.opacity_edge.dense_above_hu must be within -900..200".into());
-            }
+            dense_threshold("opacity_edge", e.dense_above_hu)?;
             if !(0.0..=10.0).contains(&e.reach_mm) {
                 return Err("output.opacity_edge.reach_mm must be within 0..10".into());
             }
@@ -457,12 +454,7 @@ impl Manifest {
             if self.role != Role::Opacities {
                 return Err("output.vessel_opacities is for an opacities model".into());
             }
-            // Below about -900 HU aerated lung is dense and the whole lung one structure.
-            if !(-900.0..=200.0).contains(&v.dense_above_hu) {
-                return Err(
-                    "output.vessel_opacities.dense_above_hu must be within -900..200".into(),
-                );
-            }
+            dense_threshold("vessel_opacities", v.dense_above_hu)?;
             if !(v.max_radius_mm > 0.0 && v.max_radius_mm <= 30.0) {
                 return Err(
                     "output.vessel_opacities.max_radius_mm must be above 0 and at most 30".into(),
@@ -486,9 +478,7 @@ impl Manifest {
             if self.role != Role::Opacities {
                 return Err("output.solid_lesions is for an opacities model".into());
             }
-            if !(-900.0..=200.0).contains(&v.dense_above_hu) {
-                return Err("output.solid_lesions.dense_above_hu must be within -900..200".into());
-            }
+            dense_threshold("solid_lesions", v.dense_above_hu)?;
             if !(0.0..=1.0).contains(&v.min_consolidation_share) {
                 return Err(
                     "output.solid_lesions.min_consolidation_share must be within 0..1".into(),
@@ -630,4 +620,16 @@ pub fn manifests_in(dir: &Path) -> Result<Vec<PathBuf>, InferError> {
         .collect();
     out.sort();
     Ok(out)
+}
+
+/// The `dense_above_hu` of the opacity rules' table `table`: below about -900 HU aerated lung is
+/// dense, so the edge rule would flood the lung and the whole lung would be one dense structure.
+fn dense_threshold(table: &str, hu: f32) -> Result<(), String> {
+    if (-900.0..=200.0).contains(&hu) {
+        Ok(())
+    } else {
+        Err(format!(
+            "output.{table}.dense_above_hu must be within -900..200"
+        ))
+    }
 }
