@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::postprocess::{OpacityComponents, Run, run_components_where};
+use super::postprocess::{OpacityComponents, Run, row_runs, run_components_where};
 
 /// Of one found opacity (an `OpacityComponents` root): its voxels, those that belong to dense
 /// structures lying mostly outside it and those of dense structures lying mostly inside it.
@@ -92,12 +92,6 @@ pub(crate) fn split(
         size: dense_size,
         ..
     } = lung.structures(dense_above);
-    // Dense runs are in raster order: the runs of one row are found by binary search.
-    let row_of = |z: usize, y: usize| {
-        let start = dense.partition_point(|d| (d.z, d.y) < (z, y));
-        let end = dense.partition_point(|d| (d.z, d.y) <= (z, y));
-        start..end
-    };
     // (opacity component, dense structure) → voxels they share.
     let mut shared: HashMap<(u32, u32), u64> = HashMap::new();
     for (run, &root) in found.runs.iter().zip(&found.roots) {
@@ -106,7 +100,7 @@ pub(crate) fn split(
         }
         let (z, y, x0, x1) = found.global(run);
         out.entry(root).or_default().voxels += (x1 - x0) as u64;
-        for i in row_of(z, y) {
+        for i in row_runs(dense, z, y) {
             let (a, b) = (dense[i].x0.max(x0), dense[i].x1.min(x1));
             if a < b {
                 *shared.entry((root, dense_roots[i])).or_default() += (b - a) as u64;

@@ -53,6 +53,14 @@ fn union_rows(
 
 /// The runs of `mask` (`[z][y][x]` of `dims`) and the root of each run's 6-connected component.
 ///
+/// The indices of the runs of row `y` of slice `z` among `runs` in raster order (as
+/// `run_components_where` makes them), by binary search.
+pub(crate) fn row_runs(runs: &[Run], z: usize, y: usize) -> std::ops::Range<usize> {
+    let start = runs.partition_point(|r| (r.z, r.y) < (z, y));
+    let end = runs.partition_point(|r| (r.z, r.y) <= (z, y));
+    start..end
+}
+
 /// Connected components over runs of voxels rather than voxels: a chest CT has a few runs per
 /// row, so union-find touches hundreds of thousands of runs instead of tens of millions of voxels.
 fn run_components(mask: &[bool], dims: [usize; 3]) -> (Vec<Run>, Vec<u32>) {
@@ -501,10 +509,7 @@ impl OpacityComponents {
             return None;
         }
         let (z, y, x) = (z - lo[0], y - lo[1], x - lo[2]);
-        // Runs are in raster order: the runs of one row are found by binary search.
-        let start = self.runs.partition_point(|r| (r.z, r.y) < (z, y));
-        let end = self.runs.partition_point(|r| (r.z, r.y) <= (z, y));
-        (start..end)
+        row_runs(&self.runs, z, y)
             .find(|&i| self.runs[i].x0 <= x && x < self.runs[i].x1)
             .map(|i| self.roots[i])
     }
