@@ -208,6 +208,10 @@ const EDGE: &str = "\n[output.opacity_edge]\ndense_above_hu = -700.0\nreach_mm =
 const VESSEL: &str = "\n[output.vessel_opacities]\ndense_above_hu = -300.0\nmax_radius_mm = 8.0\n\
     min_vessel_share = 0.2\n";
 
+/// A solid-lesion rule, to append to a manifest.
+const SOLID: &str = "\n[output.solid_lesions]\ndense_above_hu = -300.0\n\
+    min_consolidation_share = 0.4\nmin_solid_ml = 0.2\n";
+
 /// A consolidated-lobe rule, to append to a manifest.
 const CONSOLIDATED: &str = "\n[output.consolidated_lobe]\nmin_lobe_share = 0.5\n\
     min_inside_share = 0.7\nmin_consolidation_share = 0.5\nmax_neighbour_share = 0.25\n";
@@ -332,6 +336,31 @@ fn bad_manifests_are_refused_with_clear_messages() {
             "vessel-share",
             Box::new(|t: String| t + &VESSEL.replace("= 0.2", "= 1.5")),
             "min_vessel_share must be above 0 and at most 1",
+        ),
+        (
+            "vessel-ground-glass",
+            Box::new(|t: String| t + VESSEL + "max_ground_glass_iqr_hu = 0.0\n"),
+            "max_ground_glass_iqr_hu must be above 0 and at most 500",
+        ),
+        (
+            "solid-role",
+            Box::new(|t: String| as_linear_lobes(t) + SOLID),
+            "solid_lesions is for an opacities model",
+        ),
+        (
+            "solid-hu",
+            Box::new(|t: String| t + &SOLID.replace("-300.0", "-950.0")),
+            "solid_lesions.dense_above_hu must be within",
+        ),
+        (
+            "solid-share",
+            Box::new(|t: String| t + &SOLID.replace("= 0.4", "= 1.5")),
+            "min_consolidation_share must be within 0..1",
+        ),
+        (
+            "solid-ml",
+            Box::new(|t: String| t + &SOLID.replace("= 0.2", "= 0.0")),
+            "min_solid_ml must be above 0 and at most 100",
         ),
         (
             "consolidated-role",
