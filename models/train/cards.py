@@ -11,7 +11,7 @@ import tomllib
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from evaluate import breakdown, table  # noqa: E402
-from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBES_BORDER, LOBES_CONSOLIDATED, LOBES_FISSURES, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING,  # noqa: E402
+from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBES_BORDER, LOBES_CONSOLIDATED, LOBES_FISSURE_SURFACE, LOBES_FISSURES, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING,  # noqa: E402
                   OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_SOLID, OPACITIES_VESSELS, OPACITIES_PATCH, SEG_SPACING, TRAIN_SEEDS, WINDOW)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -37,7 +37,13 @@ lung moves to the fissure the CT shows (`[output.fissures]`): the 3.2 mm grid ba
 thin slice does, so lung within {LOBES_FISSURES['band_mm']:.0f} mm of the model's border with no opacity found is flooded again
 from the rest of each lobe, in order of density (the CT clipped to {LOBES_FISSURES['hu_range'][0]:.0f} to {LOBES_FISSURES['hu_range'][1]:.0f} HU, smoothed by a
 {LOBES_FISSURES['smooth_mm']:.0f} mm Gaussian), and the floods of two lobes meet on the fissure, the densest surface between them;
-found opacities keep the network's label. Last, a consolidated lobe keeps its consolidation (`[output.consolidated_lobe]`): where the CT
+found opacities keep the network's label. Then each fissure is taken as one smooth surface
+(`[output.fissure_surface]`): the model's border between the two lobes as a height field, smoothed by a
+local plane fit with Gaussian weights of {LOBES_FISSURE_SURFACE['smooth_mm']:.0f} mm, and shifted by the plane (up to
+{LOBES_FISSURE_SURFACE['search_mm']:.0f} mm on thick slices, {LOBES_FISSURE_SURFACE['thin_search_mm']:.0f} mm where the watershed acted) that puts the most CT density on it:
+a ridge too faint to see in any column of a 5 mm slice shows when thousands of columns are averaged.
+The lobe voxels within {LOBES_FISSURE_SURFACE['band_mm']:.0f} mm of it take its side; where the watershed acted, only found
+opacities do, so that the fissure runs on through them. Last, a consolidated lobe keeps its consolidation (`[output.consolidated_lobe]`): where the CT
 shows no fissure inside a consolidated lobe the network gave part of it to the neighbouring lobe (lobar
 pneumonia read as 1-15 % opacity of a clean neighbour), so a found opacity that fills at least
 {LOBES_CONSOLIDATED['min_lobe_share'] * 100:.0f} % of one lobe, lies at least {LOBES_CONSOLIDATED['min_inside_share'] * 100:.0f} % in it and is at least
@@ -48,7 +54,7 @@ found, 6-connected) of {LOBES_CONSOLIDATED['aerated_pocket_share'][0] * 100:.0f}
 which gave way goes to the neighbour it touches most (`aerated_pocket_share`): the network had put
 the fissure into the clean lobe, and the consolidated lobe read 4–15 points low. Version 1.1.0 is the
 1.0.0 network with the border rule, 1.2.0 adds the consolidated-lobe rule, 1.3.0 its aerated pocket,
-1.4.0 the fissures from the CT.""",
+1.4.0 the fissures from the CT, 1.5.0 the fissure as a surface.""",
     "opacities": f"""A 3D U-Net (4 levels, 8-16-32-48 channels, instance normalisation) that labels every voxel as
 background, ground-glass opacity or consolidation. Input, two channels in patches of
 {OPACITIES_PATCH[0]} × {OPACITIES_PATCH[1]} × {OPACITIES_PATCH[2]} voxels on a {SEG_SPACING[0]} × {SEG_SPACING[1]} ×
@@ -119,9 +125,12 @@ LIMITS = {
 - The grid is 3.2 × 3.2 × 5 mm: fissures are placed by interpolated probabilities, and the fissures
   between the middle lobe and its neighbours are where the model errs most. On thin slices (voxels up to
   {fvox} mm) pulmo moves them to the fissure the CT shows; on thicker slices (the small phantoms: 2.8 ×
-  2.8 × 5 mm) it does not, and the middle lobe stays too small. The CT rule follows the densest surface
-  near the model's border: a fissure that is incomplete, or fainter than a vessel wall beside it, on real
-  CT, may draw it astray, and within found opacities the network's border stands. The lung's outer border is
+  2.8 × 5 mm) only the surface rule places them, by a faint ridge averaged over the whole fissure, and
+  the middle lobe stays less right than on thin slices. The CT rules follow the densest surface near the
+  model's border: a fissure that is incomplete, or fainter than a vessel wall beside it, on real CT, may
+  draw it astray; where the vessels thicken toward the hilum above the horizontal fissure, the surface
+  rule can move that fissure up by as much as it may (6 mm), and it does so even where the CT shows no
+  fissure at all. It assumes each fissure is one surface over the axial plane (z a function of x and y). The lung's outer border is
   placed by the CT where the model is unsure; a subpleural opacity that is not near dense lung the model is
   sure of (thin ground glass is kept, being lighter than {wall} HU; a thin dense rind is not) can be cut
   from the lung there, and a lung on real CT that is denser than the rule allows (dependent atelectasis)

@@ -6,7 +6,7 @@ import pathlib
 import onnx
 import torch
 
-from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_CONSOLIDATED, LOBES_FISSURES, LOBES_MULTIPLE, LOBES_PATCH,
+from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_CONSOLIDATED, LOBES_FISSURE_SURFACE, LOBES_FISSURES, LOBES_MULTIPLE, LOBES_PATCH,
                   LOBES_SPACING, OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_SOLID, OPACITIES_VESSELS, OPACITIES_PATCH, OPACITY_LABELS, SEG_OVERLAP, SEG_SPACING,
                   TRAIN_SEEDS, WINDOW)
 
@@ -31,7 +31,10 @@ from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_C
 # lung the network put on its side of the fissure (aerated_pocket_share).
 # lobes 1.4.0: the 1.0.0 weights; on thin-slice CTs the border between two lobes moves to the
 # fissure the CT shows (fissures).
-VERSIONS = {"lobes": "1.4.0", "opacities": "1.6.0", "classifier": "1.2.0"}
+# lobes 1.5.0: the 1.0.0 weights; each fissure is then fitted as one smooth surface moved onto
+# the CT's faint ridge (fissure_surface), which places the fissures of thick-slice CTs and carries
+# them through found opacities.
+VERSIONS = {"lobes": "1.5.0", "opacities": "1.6.0", "classifier": "1.2.0"}
 OPSET = 17
 
 
@@ -102,6 +105,7 @@ def lobes(net, out, training_s, steps):
               inp, LOBE_LABELS, _provenance(training_s, steps), output_extra='\nupsample = "linear"',
               output_tables=_table("output.lung_border", LOBES_BORDER)
               + _table("output.fissures", LOBES_FISSURES)
+              + _table("output.fissure_surface", LOBES_FISSURE_SURFACE)
               + _table("output.consolidated_lobe", LOBES_CONSOLIDATED))
 
 

@@ -31,6 +31,14 @@ LOBES_BORDER = {"unsure": [0.2, 0.8], "lung_below_hu": -400.0, "air_below_hu": -
 # the floods meet on the fissure (lobes 1.4.0; chosen on the 14 full-size tuning phantoms of seeds
 # 800000-800027, where the middle lobe's Dice rose from 0.90 to 0.98; see README.md).
 LOBES_FISSURES = {"band_mm": 8.0, "smooth_mm": 1.0, "max_voxel_mm": 1.5, "hu_range": [-1000.0, -500.0]}
+# Then each fissure as one smooth surface (src/infer/fissure_surface.rs): the model's border as a
+# height field, smoothed by a local plane fit (Gaussian weights of 40 mm), shifted by the plane
+# (up to 6 mm on thick slices, 3 mm where the watershed acted) that puts the most CT density on it,
+# and the lobe voxels within 15 mm of it (on thin slices only found opacities) take its side
+# (lobes 1.5.0; chosen on the 16 small and 8 full-size tuning phantoms of 800000-800049; see
+# README.md, "The fissure as a surface").
+LOBES_FISSURE_SURFACE = {"smooth_mm": 40.0, "search_mm": 6.0, "thin_search_mm": 3.0, "band_mm": 15.0,
+                         "hu_range": [-1000.0, -500.0]}
 # Last of all, a consolidated lobe keeps its consolidation (src/infer/consolidated_lobe.rs): a
 # found opacity that fills at least half of one lobe, lies at least 70 % in it and is at least half
 # consolidation takes back its voxels that the model gave to another lobe of the same lung (the

@@ -39,7 +39,7 @@ pub fn snap(
     spacing: [f64; 3],
     rule: &Fissures,
 ) {
-    if spacing.iter().any(|&s| s > rule.max_voxel_mm) {
+    if !rule.acts_on(spacing) {
         return;
     }
     let Some((lo, end)) = bounding_box(lobes, dims) else {

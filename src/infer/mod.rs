@@ -10,6 +10,7 @@
 //! - `solid_lesions`: found opacities that are a solid lesion, kept by the filters.
 //! - `vessel_opacities`: small findings that are a vessel, dropped.
 //! - `fissures`: the border between two lobes moved to the fissure the CT shows.
+//! - `fissure_surface`: each fissure as one smooth surface on the CT's faint ridge.
 //! - `consolidated_lobe`: a consolidated lobe's fissure placed at its consolidation's edge.
 //! - `run`: patches, slices and whole-volume runs, blending.
 //! - `postprocess`: connected components, holes, opacities inside the lungs.
@@ -17,6 +18,7 @@
 pub mod border;
 pub mod consolidated_lobe;
 pub mod dense;
+pub mod fissure_surface;
 pub mod fissures;
 pub mod flood;
 pub mod model;

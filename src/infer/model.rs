@@ -212,6 +212,33 @@ pub struct Fissures {
     pub hu_range: [f64; 2],
 }
 
+impl Fissures {
+    /// Whether the watershed acts on a CT of this voxel size (x, y, z in mm).
+    pub fn acts_on(&self, spacing: [f64; 3]) -> bool {
+        spacing.iter().all(|&s| s <= self.max_voxel_mm)
+    }
+}
+
+/// Each fissure fitted as one smooth surface and moved onto the density ridge the CT shows along
+/// it (`fissure_surface::fit`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FissureSurface {
+    /// Standard deviation (mm) of the Gaussian weights of the local plane fit that smooths the
+    /// model's border.
+    pub smooth_mm: f64,
+    /// How far (mm, along z) the surface may move to the CT's ridge on a CT the `fissures`
+    /// watershed did not act on (thick slices); there every lobe voxel near it takes its side.
+    pub search_mm: f64,
+    /// The same on a CT the watershed acted on; there only found opacities take their side.
+    pub thin_search_mm: f64,
+    /// Voxels within this distance (mm, along z) of the moved surface are relabelled.
+    pub band_mm: f64,
+    /// The CT is clipped to this range (HU) first, so that a vessel or an opacity weighs no more
+    /// than the fissure.
+    pub hu_range: [f64; 2],
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
@@ -233,6 +260,10 @@ pub struct OutputSpec {
     /// opacity rules and before `consolidated_lobe` (`fissures::snap`). Absent, the labels stand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fissures: Option<Fissures>,
+    /// Lobes only: each fissure as one smooth surface on the CT's ridge, after `fissures` and
+    /// before `consolidated_lobe` (`fissure_surface::fit`). Absent, the labels stand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fissure_surface: Option<FissureSurface>,
     /// Lobes only: a lobe that is mostly consolidated keeps its consolidation, last, after the
     /// opacity rules (`consolidated_lobe::claim`). Absent, the labels stand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -437,6 +468,35 @@ impl Manifest {
             if !(-1024.0 <= low && low < high && high <= 3071.0) {
                 return Err(
                     "output.fissures.hu_range must be [low, high] with -1024 <= low < high <= 3071"
+                        .into(),
+                );
+            }
+        }
+        if let Some(f) = &self.output.fissure_surface {
+            if self.role != Role::Lobes {
+                return Err("output.fissure_surface is for a lobes model".into());
+            }
+            if !(f.smooth_mm > 0.0 && f.smooth_mm <= 100.0) {
+                return Err(
+                    "output.fissure_surface.smooth_mm must be above 0 and at most 100".into(),
+                );
+            }
+            for (key, v) in [
+                ("search_mm", f.search_mm),
+                ("thin_search_mm", f.thin_search_mm),
+            ] {
+                if !(0.0..=20.0).contains(&v) {
+                    return Err(format!("output.fissure_surface.{key} must be within 0..20"));
+                }
+            }
+            if !(f.band_mm > 0.0 && f.band_mm <= 50.0) {
+                return Err("output.fissure_surface.band_mm must be above 0 and at most 50".into());
+            }
+            let [low, high] = f.hu_range;
+            if !(-1024.0 <= low && low < high && high <= 3071.0) {
+                return Err(
+                    "output.fissure_surface.hu_range must be [low, high] with -1024 <= \
+                     low < high <= 3071"
                         .into(),
                 );
             }

@@ -422,6 +422,19 @@ pub fn analyze(
         infer::fissures::snap(&mut lobes, &opacities, &volume.hu, dims, g.spacing, rule);
         timed("fissures", t, progress);
     }
+    if let Some(rule) = &models.lobes.manifest.output.fissure_surface {
+        let t = Instant::now();
+        let thin = models
+            .lobes
+            .manifest
+            .output
+            .fissures
+            .is_some_and(|f| f.acts_on(g.spacing));
+        infer::fissure_surface::fit(
+            &mut lobes, &opacities, &volume.hu, dims, g.spacing, rule, thin,
+        );
+        timed("fissure_surface", t, progress);
+    }
     // Last: it judges the opacities as they will be measured.
     if let Some(rule) = &models.lobes.manifest.output.consolidated_lobe {
         let t = Instant::now();
