@@ -219,6 +219,9 @@ const CONSOLIDATED: &str = "\n[output.consolidated_lobe]\nmin_lobe_share = 0.5\n
 const FISSURES: &str = "\n[output.fissures]\nband_mm = 8.0\nsmooth_mm = 1.0\n\
     max_voxel_mm = 1.5\nhu_range = [-1000.0, -500.0]\n";
 
+const SURFACE: &str = "\n[output.fissure_surface]\nsmooth_mm = 40.0\nsearch_mm = 6.0\n\
+    thin_search_mm = 3.0\nband_mm = 15.0\nhu_range = [-1000.0, -500.0]\n";
+
 /// The threshold (opacities) manifest made a lobes one, upsampled linearly.
 fn as_linear_lobes(t: String) -> String {
     t.replace("role = \"opacities\"", "role = \"lobes\"")
@@ -404,6 +407,38 @@ fn bad_manifests_are_refused_with_clear_messages() {
             "fissures-voxel",
             Box::new(|t: String| as_linear_lobes(t) + &FISSURES.replace("= 1.5", "= 20.0")),
             "max_voxel_mm must be above 0 and at most 10",
+        ),
+        (
+            "surface-role",
+            Box::new(|t: String| t + SURFACE),
+            "fissure_surface is for a lobes model",
+        ),
+        (
+            "surface-smooth",
+            Box::new(|t: String| as_linear_lobes(t) + &SURFACE.replace("= 40.0", "= 0.0")),
+            "fissure_surface.smooth_mm must be above 0 and at most 100",
+        ),
+        (
+            "surface-search",
+            Box::new(|t: String| as_linear_lobes(t) + &SURFACE.replace("= 6.0", "= 25.0")),
+            "fissure_surface.search_mm must be within 0..20",
+        ),
+        (
+            "surface-thin-search",
+            Box::new(|t: String| as_linear_lobes(t) + &SURFACE.replace("= 3.0", "= -1.0")),
+            "fissure_surface.thin_search_mm must be within 0..20",
+        ),
+        (
+            "surface-band",
+            Box::new(|t: String| as_linear_lobes(t) + &SURFACE.replace("= 15.0", "= 0.0")),
+            "fissure_surface.band_mm must be above 0 and at most 50",
+        ),
+        (
+            "surface-hu",
+            Box::new(|t: String| {
+                as_linear_lobes(t) + &SURFACE.replace("[-1000.0, -500.0]", "[-500.0, -500.0]")
+            }),
+            "fissure_surface.hu_range must be [low, high]",
         ),
         (
             "fissures-hu",
