@@ -40,8 +40,9 @@ from the rest of each lobe, in order of density (the CT clipped to {LOBES_FISSUR
 found opacities keep the network's label. Then each fissure is taken as one smooth surface
 (`[output.fissure_surface]`): the model's border between the two lobes as a height field, smoothed by a
 local plane fit with Gaussian weights of {LOBES_FISSURE_SURFACE['smooth_mm']:.0f} mm, and shifted by the plane (up to
-{LOBES_FISSURE_SURFACE['search_mm']:.0f} mm on thick slices, {LOBES_FISSURE_SURFACE['thin_search_mm']:.0f} mm where the watershed acted) that puts the most CT density on it:
-a ridge too faint to see in any column of a 5 mm slice shows when thousands of columns are averaged.
+{LOBES_FISSURE_SURFACE['search_mm']:.0f} mm on thick slices, {LOBES_FISSURE_SURFACE['thin_search_mm']:.0f} mm where the watershed acted) that lies on the strongest ridge of the
+CT (its density against the CT one slice above and below): a ridge too faint to see in any column of a
+5 mm slice shows when thousands of columns are averaged.
 The lobe voxels within {LOBES_FISSURE_SURFACE['band_mm']:.0f} mm of it take its side; where the watershed acted, only found
 opacities do, so that the fissure runs on through them. Last, a consolidated lobe keeps its consolidation (`[output.consolidated_lobe]`): where the CT
 shows no fissure inside a consolidated lobe the network gave part of it to the neighbouring lobe (lobar
@@ -128,9 +129,9 @@ LIMITS = {
   2.8 × 5 mm) only the surface rule places them, by a faint ridge averaged over the whole fissure, and
   the middle lobe stays less right than on thin slices. The CT rules follow the densest surface near the
   model's border: a fissure that is incomplete, or fainter than a vessel wall beside it, on real CT, may
-  draw it astray; where the vessels thicken toward the hilum above the horizontal fissure, the surface
-  rule can move that fissure up by as much as it may (6 mm), and it does so even where the CT shows no
-  fissure at all. It assumes each fissure is one surface over the axial plane (z a function of x and y). The lung's outer border is
+  draw it astray; the surface rule moves a fissure by up to 6 mm (3 mm on thin slices) to the
+  strongest ridge it finds, even where the CT shows no fissure at all, and on a few small phantoms it
+  moved the horizontal fissure the wrong way. It assumes each fissure is one surface over the axial plane (z a function of x and y). The lung's outer border is
   placed by the CT where the model is unsure; a subpleural opacity that is not near dense lung the model is
   sure of (thin ground glass is kept, being lighter than {wall} HU; a thin dense rind is not) can be cut
   from the lung there, and a lung on real CT that is denser than the rule allows (dependent atelectasis)

@@ -33,7 +33,8 @@ LOBES_BORDER = {"unsure": [0.2, 0.8], "lung_below_hu": -400.0, "air_below_hu": -
 LOBES_FISSURES = {"band_mm": 8.0, "smooth_mm": 1.0, "max_voxel_mm": 1.5, "hu_range": [-1000.0, -500.0]}
 # Then each fissure as one smooth surface (src/infer/fissure_surface.rs): the model's border as a
 # height field, smoothed by a local plane fit (Gaussian weights of 40 mm), shifted by the plane
-# (up to 6 mm on thick slices, 3 mm where the watershed acted) that puts the most CT density on it,
+# (up to 6 mm on thick slices, 3 mm where the watershed acted) that lies on the strongest ridge of
+# the CT (its density against the CT one slice, at least 2 mm, above and below),
 # and the lobe voxels within 15 mm of it (on thin slices only found opacities) take its side
 # (lobes 1.5.0; chosen on the 16 small and 8 full-size tuning phantoms of 800000-800049; see
 # README.md, "The fissure as a surface").

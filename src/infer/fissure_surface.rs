@@ -8,7 +8,7 @@
 //! z = h(x, y) (the z that best splits the lower lobe from the upper in each column of the CT),
 //! smoothed by a local plane fit with Gaussian weights (a plain weighted mean would pull a
 //! sloping surface toward its middle at its edges), and then shifted by the one plane
-//! (offset and two slopes, a few millimetres) that puts the most CT density on it: averaged over
+//! (offset and two slopes, a few millimetres) that lies on the strongest ridge of the CT: averaged over
 //! thousands of columns, a ridge too faint to see in any one of them decides. The lobes' voxels
 //! near the surface then take the side they lie on. On thin slices, where the watershed has
 //! already placed the aerated lung voxel by voxel, only found opacities move: the surface carries
@@ -22,6 +22,8 @@ use crate::quant::opacity;
 
 /// Step (mm) of the search for the shift along z.
 const STEP_MM: f64 = 0.5;
+/// A ridge is scored against the CT one slice above and below it, and at least this far (mm).
+const RIDGE_MIN_MM: f64 = 2.0;
 /// The plane's slopes (mm of shift per mm across the CT) are searched within this range ...
 const MAX_SLOPE: f64 = 0.15;
 /// ... in steps of this.
@@ -110,34 +112,38 @@ impl Fit<'_> {
         // Symmetric about no shift, which is always a candidate.
         let half = (self.search_mm / STEP_MM).round() as i64;
         let deltas: Vec<f64> = (-half..=half).map(|i| i as f64 * STEP_MM).collect();
-        // Each column's CT along z around the surface, less its own mean, so that the gravity
-        // gradient and lighter columns do not pull the fit.
+        // Each column's CT along z around the surface, scored as a ridge: the CT at a shift
+        // against the mean of the CT one slice (at least `RIDGE_MIN_MM`) above and below it. That
+        // takes off the column's level and any slope along z: the lung grows denser toward the
+        // hilum, above the horizontal fissure, and a score against the column's mean alone
+        // drew that fissure up (models/train/README.md).
+        let apart = (sz.max(RIDGE_MIN_MM) / STEP_MM).round() as usize;
         let profiles: Vec<Vec<f32>> = kept
             .par_iter()
             .map(|&(c, b)| {
-                let mut p: Vec<Option<f32>> = deltas
-                    .iter()
-                    .map(|d| {
-                        let z = b + d / sz;
-                        let z0 = z.floor();
-                        if z0 < 0.0 || z0 as usize + 1 >= nz {
-                            return None;
-                        }
-                        let (i0, i1) = (z0 as usize * plane + c, (z0 as usize + 1) * plane + c);
-                        if !(self.clear[i0] && self.clear[i1]) {
-                            return None;
-                        }
-                        let f = (z - z0) as f32;
-                        Some(self.level[i0] * (1.0 - f) + self.level[i1] * f)
-                    })
-                    .collect();
-                let valid: Vec<f32> = p.iter().flatten().copied().collect();
-                let mean = if valid.is_empty() {
-                    0.0
-                } else {
-                    valid.iter().sum::<f32>() / valid.len() as f32
+                let at = |t: usize| -> Option<f32> {
+                    let d = (t as f64 - (half as usize + apart) as f64) * STEP_MM;
+                    let z = b + d / sz;
+                    let z0 = z.floor();
+                    if z0 < 0.0 || z0 as usize + 1 >= nz {
+                        return None;
+                    }
+                    let (i0, i1) = (z0 as usize * plane + c, (z0 as usize + 1) * plane + c);
+                    if !(self.clear[i0] && self.clear[i1]) {
+                        return None;
+                    }
+                    let f = (z - z0) as f32;
+                    Some(self.level[i0] * (1.0 - f) + self.level[i1] * f)
                 };
-                p.iter_mut().map(|v| v.map_or(0.0, |v| v - mean)).collect()
+                let samples: Vec<Option<f32>> = (0..deltas.len() + 2 * apart).map(at).collect();
+                (0..deltas.len())
+                    .map(
+                        |i| match (samples[i], samples[i + apart], samples[i + 2 * apart]) {
+                            (Some(below), Some(here), Some(above)) => here - 0.5 * (below + above),
+                            _ => 0.0,
+                        },
+                    )
+                    .collect()
             })
             .collect();
         let (cx, cy) = centred(&kept, nx, self.spacing);
