@@ -260,16 +260,22 @@ fn models_without(dir: &Path, table: &str) -> PathBuf {
 /// A copy of the shipped models in `dir` whose manifests lack each of the tables `tables`.
 fn models_without_all(dir: &Path, tables: &[&str]) -> PathBuf {
     models_edited(dir, |text| {
-        let mut out = text.to_string();
-        for table in tables {
-            let header = format!("[{table}]");
-            if let Some((head, rule)) = out.split_once(&header) {
-                let rest = rule.split_once("\n\n").map_or("", |(_, rest)| rest);
-                out = format!("{head}{rest}");
-            }
-        }
+        let out = without_tables(text, tables);
         (out != text).then_some(out)
     })
+}
+
+/// A manifest's text without the tables `tables` (each up to the blank line after it).
+fn without_tables(text: &str, tables: &[&str]) -> String {
+    let mut out = text.to_string();
+    for table in tables {
+        let header = format!("[{table}]");
+        if let Some((head, rule)) = out.split_once(&header) {
+            let rest = rule.split_once("\n\n").map_or("", |(_, rest)| rest);
+            out = format!("{head}{rest}");
+        }
+    }
+    out
 }
 
 /// A copy of the shipped models in `dir`, each manifest changed by `edit` where it gives a new
@@ -594,7 +600,9 @@ fn the_consolidated_lobe_gives_back_its_neighbours_aerated_lung() {
     // neighbour on the consolidated side reads as the consolidated lobe's clear lung. A small
     // lobar phantom (tuning seed 800081, consolidated middle lobe): with the shipped manifest the
     // lobe's PLO is within 2 points of truth (96.67 % against 97.61 %), without the pocket it is
-    // more than 2 points lower (89.56 %).
+    // more than 2 points lower (89.56 %). Both without lobes 1.5.0's surface rule, which runs
+    // before it and on this phantom moves the fissure so that no pocket is left (93.70 % with or
+    // without the pocket rule: models/train/README.md).
     let tmp = tempfile::tempdir().expect("tempdir");
     let (study, truth) = small_lobar_phantom(tmp.path(), 800_081);
     let consolidated = LOBES
@@ -602,9 +610,12 @@ fn the_consolidated_lobe_gives_back_its_neighbours_aerated_lung() {
         .find(|l| num(&truth["lobes"][l]["plo_percent"]) > 50.0)
         .expect("lobar pneumonia consolidates a lobe");
     let truth_plo = num(&truth["lobes"][consolidated]["plo_percent"]);
+    let surface = ["output.fissure_surface"];
+    let with_pocket = models_without_all(&tmp.path().join("models-with"), &surface);
     let without = models_edited(&tmp.path().join("models-without"), |text| {
         text.contains("aerated_pocket_share").then(|| {
-            text.lines()
+            without_tables(text, &surface)
+                .lines()
                 .filter(|l| !l.starts_with("aerated_pocket_share"))
                 .map(|l| format!("{l}\n"))
                 .collect()
@@ -615,7 +626,7 @@ fn the_consolidated_lobe_gives_back_its_neighbours_aerated_lung() {
         let f = read_json(&out.join("findings.json"));
         num(&f["lobes"][consolidated]["plo_percent"])
     };
-    let with = plo(&models_dir(), "with");
+    let with = plo(&with_pocket, "with");
     let no_pocket = plo(&without, "without");
     eprintln!(
         "{consolidated} PLO: truth {truth_plo:.2}, {with:.2} with the pocket rule, \
