@@ -17,6 +17,7 @@
 
 use rayon::prelude::*;
 
+use super::fissures::gaussian_kernel;
 use super::model::FissureSurface;
 use crate::quant::opacity;
 
@@ -273,15 +274,7 @@ fn local_plane(
             *o += t;
         }
     }
-    let kernel = |s: f64| -> Vec<f64> {
-        let sigma = sigma_mm / s;
-        let r = (4.0 * sigma + 0.5) as i64;
-        let k: Vec<f64> = (-r..=r)
-            .map(|i| (-0.5 * (i as f64 / sigma).powi(2)).exp())
-            .collect();
-        let sum: f64 = k.iter().sum();
-        k.into_iter().map(|v| v / sum).collect()
-    };
+    let kernel = |s: f64| gaussian_kernel(sigma_mm / s);
     let blur = |src: &[f64], len: usize, lines: usize, stride: usize, step: usize, k: &[f64]| {
         // `lines` lines of `len` cells; cell j of line i at i * stride + j * step.
         let r = (k.len() / 2) as i64;

@@ -145,13 +145,10 @@ fn gaussian(mut v: Vec<f32>, dims: [usize; 3], spacing: [f64; 3], sigma_mm: f64)
     }
     let (nz, ny, nx) = (dims[0], dims[1], dims[2]);
     let kernel = |s: f64| -> Vec<f32> {
-        let sigma = sigma_mm / s;
-        let r = (4.0 * sigma + 0.5) as i64;
-        let w: Vec<f64> = (-r..=r)
-            .map(|k| (-0.5 * (k as f64 / sigma).powi(2)).exp())
-            .collect();
-        let sum: f64 = w.iter().sum();
-        w.into_iter().map(|x| (x / sum) as f32).collect()
+        gaussian_kernel(sigma_mm / s)
+            .into_iter()
+            .map(|w| w as f32)
+            .collect()
     };
     let (kx, ky, kz) = (kernel(spacing[0]), kernel(spacing[1]), kernel(spacing[2]));
     let plane = ny * nx;
@@ -188,6 +185,17 @@ fn gaussian(mut v: Vec<f32>, dims: [usize; 3], spacing: [f64; 3], sigma_mm: f64)
         weighted_lines(o, &kz, z, nz, |j| &v[j * plane..(j + 1) * plane]);
     });
     out
+}
+
+/// A Gaussian of `sigma` (in samples), truncated at 4 standard deviations as scipy's
+/// `gaussian_filter` truncates it, summing to 1.
+pub(crate) fn gaussian_kernel(sigma: f64) -> Vec<f64> {
+    let r = (4.0 * sigma + 0.5) as i64;
+    let w: Vec<f64> = (-r..=r)
+        .map(|k| (-0.5 * (k as f64 / sigma).powi(2)).exp())
+        .collect();
+    let sum: f64 = w.iter().sum();
+    w.into_iter().map(|x| x / sum).collect()
 }
 
 /// scipy's "reflect" edge of an axis of `n`: d c b a | a b c d | d c b a.

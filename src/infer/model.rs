@@ -464,13 +464,7 @@ impl Manifest {
                 return Err("output.fissures.max_voxel_mm must be above 0 and at most 10".into());
             }
             // The flood keeps one queue per HU of the range.
-            let [low, high] = f.hu_range;
-            if !(-1024.0 <= low && low < high && high <= 3071.0) {
-                return Err(
-                    "output.fissures.hu_range must be [low, high] with -1024 <= low < high <= 3071"
-                        .into(),
-                );
-            }
+            hu_range("fissures", f.hu_range)?;
         }
         if let Some(f) = &self.output.fissure_surface {
             if self.role != Role::Lobes {
@@ -492,14 +486,7 @@ impl Manifest {
             if !(f.band_mm > 0.0 && f.band_mm <= 50.0) {
                 return Err("output.fissure_surface.band_mm must be above 0 and at most 50".into());
             }
-            let [low, high] = f.hu_range;
-            if !(-1024.0 <= low && low < high && high <= 3071.0) {
-                return Err(
-                    "output.fissure_surface.hu_range must be [low, high] with -1024 <= \
-                     low < high <= 3071"
-                        .into(),
-                );
-            }
+            hu_range("fissure_surface", f.hu_range)?;
         }
         if let Some(e) = &self.output.opacity_edge {
             if self.role != Role::Opacities {
@@ -683,6 +670,17 @@ pub fn manifests_in(dir: &Path) -> Result<Vec<PathBuf>, InferError> {
 }
 
 /// The `dense_above_hu` of the opacity rules' table `table`: below about -900 HU aerated lung is
+/// A CT range `[low, high]` (HU) of the rule `table`, within what a CT can hold.
+fn hu_range(table: &str, [low, high]: [f64; 2]) -> Result<(), String> {
+    if -1024.0 <= low && low < high && high <= 3071.0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "output.{table}.hu_range must be [low, high] with -1024 <= low < high <= 3071"
+        ))
+    }
+}
+
 /// dense, so the edge rule would flood the lung and the whole lung would be one dense structure.
 fn dense_threshold(table: &str, hu: f32) -> Result<(), String> {
     if (-900.0..=200.0).contains(&hu) {
