@@ -220,7 +220,8 @@ const FISSURES: &str = "\n[output.fissures]\nband_mm = 8.0\nsmooth_mm = 1.0\n\
     max_voxel_mm = 1.5\nhu_range = [-1000.0, -500.0]\n";
 
 const SURFACE: &str = "\n[output.fissure_surface]\nsmooth_mm = 40.0\nsearch_mm = 6.0\n\
-    thin_search_mm = 3.0\nband_mm = 15.0\nhu_range = [-1000.0, -500.0]\n";
+    thin_search_mm = 3.0\nband_mm = 15.0\nrefine_mm = 5.0\nrefine_smooth_mm = 15.0\n\
+    horizontal_skips_dense = true\nhu_range = [-1000.0, -500.0]\n";
 
 /// The threshold (opacities) manifest made a lobes one, upsampled linearly.
 fn as_linear_lobes(t: String) -> String {
@@ -430,8 +431,23 @@ fn bad_manifests_are_refused_with_clear_messages() {
         ),
         (
             "surface-band",
-            Box::new(|t: String| as_linear_lobes(t) + &SURFACE.replace("= 15.0", "= 0.0")),
+            Box::new(|t: String| {
+                as_linear_lobes(t) + &SURFACE.replace("band_mm = 15.0", "band_mm = 0.0")
+            }),
             "fissure_surface.band_mm must be above 0 and at most 50",
+        ),
+        (
+            "surface-refine",
+            Box::new(|t: String| as_linear_lobes(t) + &SURFACE.replace("= 5.0", "= 25.0")),
+            "fissure_surface.refine_mm must be within 0..20",
+        ),
+        (
+            "surface-refine-smooth",
+            Box::new(|t: String| {
+                as_linear_lobes(t)
+                    + &SURFACE.replace("refine_smooth_mm = 15.0", "refine_smooth_mm = 0.0")
+            }),
+            "fissure_surface.refine_smooth_mm must be above 0 and at most 100",
         ),
         (
             "surface-hu",

@@ -237,6 +237,18 @@ pub struct FissureSurface {
     /// The CT is clipped to this range (HU) first, so that a vessel or an opacity weighs no more
     /// than the fissure.
     pub hu_range: [f64; 2],
+    /// After the plane, each column of an oblique fissure may move this much further (mm) to the
+    /// strongest ridge of the columns around it, but no further than the search of the CT's
+    /// slices; 0 (the default) leaves the plane.
+    #[serde(default)]
+    pub refine_mm: f64,
+    /// The Gaussian weights (mm) with which the columns around one are pooled for that.
+    #[serde(default)]
+    pub refine_smooth_mm: f64,
+    /// The horizontal fissure's ridge leaves out voxels denser than `hu_range` instead of
+    /// clipping them: vessels run in its plane at the hilum's level.
+    #[serde(default)]
+    pub horizontal_skips_dense: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -487,6 +499,16 @@ impl Manifest {
                 return Err("output.fissure_surface.band_mm must be above 0 and at most 50".into());
             }
             hu_range("fissure_surface", f.hu_range)?;
+            if !(0.0..=20.0).contains(&f.refine_mm) {
+                return Err("output.fissure_surface.refine_mm must be within 0..20".into());
+            }
+            if f.refine_mm > 0.0 && !(f.refine_smooth_mm > 0.0 && f.refine_smooth_mm <= 100.0) {
+                return Err(
+                    "output.fissure_surface.refine_smooth_mm must be above 0 and at most 100 \
+                     where refine_mm is set"
+                        .into(),
+                );
+            }
         }
         if let Some(e) = &self.output.opacity_edge {
             if self.role != Role::Opacities {
