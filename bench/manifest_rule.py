@@ -6,15 +6,17 @@ manifest's `[output.opacity_edge]`), `vessel_opacities` (its `[output.vessel_opa
 `solid_lesions` (its `[output.solid_lesions]`), `ground_glass_iqr` (the vessel rule's
 `max_ground_glass_iqr_hu`),
 `consolidated_lobe` (the lobes manifest's `[output.consolidated_lobe]`), `aerated_pocket` (that
-table's `aerated_pocket_share`), `fissures` (the lobes manifest's `[output.fissures]`) and
-`fissure_surface` (its `[output.fissure_surface]`).
+table's `aerated_pocket_share`), `fissures` (the lobes manifest's `[output.fissures]`),
+`fissure_surface` (its `[output.fissure_surface]`) and `surface_refine` (that table's
+refinement of the oblique fissures and the horizontal fissure's leaving out of dense voxels, lobes
+1.6.0).
 Full-size phantoms (seed 1) at two COVID-19 severities (for `consolidated_lobe`, which acts on
 lobar pneumonia: critical COVID-19 and lobar pneumonia; for `aerated_pocket`: lobar pneumonia of
 seed 1 and of tuning seed 800074, where the pocket moves; for `fissures`: a normal phantom and
 critical COVID-19); medians of RUNS runs (default 3). Run from the repository root after
 `make build`:
 
-    build/venv/bin/python bench/manifest_rule.py thin_opacities|lung_border|opacity_edge|vessel_opacities|solid_lesions|ground_glass_iqr|consolidated_lobe|aerated_pocket|fissures|fissure_surface
+    build/venv/bin/python bench/manifest_rule.py thin_opacities|lung_border|opacity_edge|vessel_opacities|solid_lesions|ground_glass_iqr|consolidated_lobe|aerated_pocket|fissures|fissure_surface|surface_refine
 
 Prints a Markdown table for BENCHMARKS.md."""
 import json
@@ -42,6 +44,8 @@ RULES = {
     "aerated_pocket": (r"(?m)^aerated_pocket_share = .*\n", "consolidated_lobe"),
     "fissures": (r"(?ms)^\[output\.fissures\]\n.*?\n\n", "fissures"),
     "fissure_surface": (r"(?ms)^\[output\.fissure_surface\]\n.*?\n\n", "fissure_surface"),
+    "surface_refine": (r"(?m)^refine_mm = .*\nrefine_smooth_mm = .*\nhorizontal_skips_dense = .*\n",
+                       "fissure_surface"),
 }
 if len(sys.argv) != 2 or sys.argv[1] not in RULES:
     sys.exit(f"usage: manifest_rule.py {'|'.join(RULES)}")
@@ -71,7 +75,8 @@ try:
     cases = {"consolidated_lobe": (("covid", "critical", 1), ("lobar", "moderate", 1)),
              "aerated_pocket": (("lobar", "moderate", 1), ("lobar", "moderate", 800074)),
              "fissures": (("normal", "moderate", 1), ("covid", "critical", 1)),
-             "fissure_surface": (("normal", "moderate", 1), ("covid", "critical", 1))}.get(
+             "fissure_surface": (("normal", "moderate", 1), ("covid", "critical", 1)),
+             "surface_refine": (("normal", "moderate", 1), ("covid", "critical", 1))}.get(
         sys.argv[1], (("covid", "critical", 1), ("covid", "moderate", 1)))
     for pattern, severity, seed in cases:
         study = work / f"study-{pattern}-{severity}-{seed}"

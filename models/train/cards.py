@@ -42,7 +42,11 @@ found opacities keep the network's label. Then each fissure is taken as one smoo
 local plane fit with Gaussian weights of {LOBES_FISSURE_SURFACE['smooth_mm']:.0f} mm, and shifted by the plane (up to
 {LOBES_FISSURE_SURFACE['search_mm']:.0f} mm on thick slices, {LOBES_FISSURE_SURFACE['thin_search_mm']:.0f} mm where the watershed acted) that lies on the strongest ridge of the
 CT (its density against the CT one slice above and below): a ridge too faint to see in any column of a
-5 mm slice shows when thousands of columns are averaged.
+5 mm slice shows when thousands of columns are averaged. Each column of an oblique fissure then moves up to
+{LOBES_FISSURE_SURFACE['refine_mm']:.0f} mm more (no further than the plane's reach) to the strongest ridge of the columns around it, pooled
+with Gaussian weights of {LOBES_FISSURE_SURFACE['refine_smooth_mm']:.0f} mm, which follows a bend of the network's border that no plane fits; the
+horizontal fissure's ridge leaves out voxels denser than {LOBES_FISSURE_SURFACE['hu_range'][1]:.0f} HU, since vessels run in its plane at the
+hilum's level and read as ridges too.
 The lobe voxels within {LOBES_FISSURE_SURFACE['band_mm']:.0f} mm of it take its side; where the watershed acted, only found
 opacities do, so that the fissure runs on through them. Last, a consolidated lobe keeps its consolidation (`[output.consolidated_lobe]`): where the CT
 shows no fissure inside a consolidated lobe the network gave part of it to the neighbouring lobe (lobar
@@ -55,7 +59,7 @@ found, 6-connected) of {LOBES_CONSOLIDATED['aerated_pocket_share'][0] * 100:.0f}
 which gave way goes to the neighbour it touches most (`aerated_pocket_share`): the network had put
 the fissure into the clean lobe, and the consolidated lobe read 4–15 points low. Version 1.1.0 is the
 1.0.0 network with the border rule, 1.2.0 adds the consolidated-lobe rule, 1.3.0 its aerated pocket,
-1.4.0 the fissures from the CT, 1.5.0 the fissure as a surface.""",
+1.4.0 the fissures from the CT, 1.5.0 the fissure as a surface, 1.6.0 its refinement.""",
     "opacities": f"""A 3D U-Net (4 levels, 8-16-32-48 channels, instance normalisation) that labels every voxel as
 background, ground-glass opacity or consolidation. Input, two channels in patches of
 {OPACITIES_PATCH[0]} × {OPACITIES_PATCH[1]} × {OPACITIES_PATCH[2]} voxels on a {SEG_SPACING[0]} × {SEG_SPACING[1]} ×

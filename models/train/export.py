@@ -34,7 +34,9 @@ from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_C
 # lobes 1.5.0: the 1.0.0 weights; each fissure is then fitted as one smooth surface moved onto
 # the CT's faint ridge (fissure_surface), which places the fissures of thick-slice CTs and carries
 # them through found opacities.
-VERSIONS = {"lobes": "1.5.0", "opacities": "1.6.0", "classifier": "1.2.0"}
+# lobes 1.6.0: the 1.0.0 weights; the oblique fissures' surfaces are refined column by column
+# after the plane, and the horizontal fissure's ridge leaves out vessels (fissure_surface).
+VERSIONS = {"lobes": "1.6.0", "opacities": "1.6.0", "classifier": "1.2.0"}
 OPSET = 17
 
 

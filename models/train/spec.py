@@ -37,9 +37,15 @@ LOBES_FISSURES = {"band_mm": 8.0, "smooth_mm": 1.0, "max_voxel_mm": 1.5, "hu_ran
 # the CT (its density against the CT one slice, at least 2 mm, above and below),
 # and the lobe voxels within 15 mm of it (on thin slices only found opacities) take its side
 # (lobes 1.5.0; chosen on the 16 small and 8 full-size tuning phantoms of 800000-800049; see
-# README.md, "The fissure as a surface").
+# README.md, "The fissure as a surface"). After the plane, each column of an oblique fissure moves
+# up to 5 mm more, to the strongest ridge of the columns around it (pooled with Gaussian weights of
+# 15 mm), which follows a bend of the model's border that no plane fits; the horizontal fissure's
+# ridge leaves out voxels denser than -500 HU (vessels run in its plane at the hilum's level) and
+# is not refined (lobes 1.6.0; chosen on the 16 small tuning phantoms and 25 small ones of
+# 820000-820049; see README.md, "The fissure as a surface, refined").
 LOBES_FISSURE_SURFACE = {"smooth_mm": 40.0, "search_mm": 6.0, "thin_search_mm": 3.0, "band_mm": 15.0,
-                         "hu_range": [-1000.0, -500.0]}
+                         "hu_range": [-1000.0, -500.0], "refine_mm": 5.0, "refine_smooth_mm": 15.0,
+                         "horizontal_skips_dense": True}
 # Last of all, a consolidated lobe keeps its consolidation (src/infer/consolidated_lobe.rs): a
 # found opacity that fills at least half of one lobe, lies at least 70 % in it and is at least half
 # consolidation takes back its voxels that the model gave to another lobe of the same lung (the
