@@ -457,8 +457,9 @@ fn refine(
     for (k, &(c, _)) in kept.iter().enumerate() {
         let at = ((c / nx - y0) * w + (c % nx - x0)) * channels;
         let cell = &pooled[at..at + channels];
-        // The first of equals, as a shift of no more than the plane's is preferred in doubt.
-        let mut best = 0;
+        // The plane's own shift unless another beats it: where no column around shows the CT
+        // (found opacities all around), every shift scores 0 and the column stays.
+        let mut best = extra;
         for (j, &v) in cell.iter().enumerate() {
             if v > cell[best] {
                 best = j;
@@ -684,15 +685,23 @@ mod tests {
     #[test]
     fn without_a_ridge_a_plane_border_stays() {
         // An even CT puts as much density on every shifted plane as on the unshifted one, and
-        // the smoothing of a plane is the plane.
+        // the smoothing of a plane is the plane; the refinement, finding every shift equal too,
+        // keeps the plane's.
         let fissure = |y: usize| 8.0 + 0.2 * y as f64;
-        let mut labels = lobes(fissure);
-        let model = labels.clone();
-        let hu = vec![-850i16; labels.len()];
+        let model = lobes(fissure);
+        let hu = vec![-850i16; model.len()];
         let none = vec![opacity::NONE; hu.len()];
-        fit(&mut labels, &none, &hu, DIMS, THICK, &RULE, false);
-        let moved = labels.iter().zip(&model).filter(|(a, b)| a != b).count();
-        assert_eq!(moved, 0);
+        let refined = FissureSurface {
+            refine_mm: 5.0,
+            refine_smooth_mm: 15.0,
+            ..RULE
+        };
+        for rule in [RULE, refined] {
+            let mut labels = model.clone();
+            fit(&mut labels, &none, &hu, DIMS, THICK, &rule, false);
+            let moved = labels.iter().zip(&model).filter(|(a, b)| a != b).count();
+            assert_eq!(moved, 0, "{rule:?}");
+        }
     }
 
     #[test]
