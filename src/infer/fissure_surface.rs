@@ -60,18 +60,13 @@ pub fn fit(
         .zip(opacities.par_iter())
         .map(|(&l, &o)| l > 0 && o == opacity::NONE)
         .collect();
-    // Voxels denser than the range: left out of the horizontal fissure's ridge.
-    let dense: Vec<bool> = if rule.horizontal_skips_dense {
-        hu.par_iter().map(|&v| i32::from(v) > high).collect()
-    } else {
-        Vec::new()
-    };
     let fit = Fit {
         dims,
         spacing,
         level: &level,
         clear: &clear,
-        dense: &dense,
+        hu,
+        dense_above: high,
         opacities,
         smooth_mm: rule.smooth_mm,
         search_mm,
@@ -116,7 +111,9 @@ struct Fit<'a> {
     spacing: [f64; 3],
     level: &'a [f32],
     clear: &'a [bool],
-    dense: &'a [bool],
+    hu: &'a [i16],
+    /// A `Pass` that skips dense voxels leaves out those above this (HU): the range's top.
+    dense_above: i32,
     opacities: &'a [u8],
     smooth_mm: f64,
     search_mm: f64,
@@ -177,7 +174,8 @@ impl Fit<'_> {
                     if !(self.clear[i0] && self.clear[i1]) {
                         return None;
                     }
-                    if pass.skip_dense && (self.dense[i0] || self.dense[i1]) {
+                    let dense = |i: usize| i32::from(self.hu[i]) > self.dense_above;
+                    if pass.skip_dense && (dense(i0) || dense(i1)) {
                         return None;
                     }
                     let f = (z - z0) as f32;
