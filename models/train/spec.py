@@ -101,3 +101,6 @@ TRAIN_SEEDS = range(1000, 1100)
 # errors the models make on a new patient (on their own training studies they are near perfect).
 CLASSIFIER_SEEDS = range(1100, 1200)
 EVAL_SEED_BASE = 900000
+# choose_opacities.py picks among opacities candidates on phantoms from this seed on: not the
+# held-out set, and not the 800000-800114 tuning phantoms the post-processing rules were chosen on.
+SELECT_SEED_BASE = 830000

@@ -370,7 +370,7 @@ def load_onnx_weights(net, onnx_path):
     net.load_state_dict({k: torch.from_numpy(init[k].copy()) for k in state})
 
 
-def train_opacities(cache, out, log, lobes_onnx=None, tune_from=None):
+def train_opacities(cache, out, log, lobes_onnx=None, tune_from=None, tune_seed=0):
     name = "opacities"
     cfg = CONFIG[name]
     studies = load(cache, ["ct", "lobes", "opac"])
@@ -383,17 +383,23 @@ def train_opacities(cache, out, log, lobes_onnx=None, tune_from=None):
     t0 = time.time()
     if tune_from:
         net.load_state_dict(torch.load(tune_from, map_location=DEVICE))
+        # The first phase's time, saved beside its weights, so the manifest states the whole run.
+        took = pathlib.Path(tune_from).with_suffix(".seconds")
+        if took.is_file():
+            t0 -= float(took.read_text())
     else:
         seg_steps(name, net, opt, sched, studies, cfg, cfg["steps"], rng, log, t0)
         torch.save(net.state_dict(), pathlib.Path(cache) / f"{name}-main.pt")
+        (pathlib.Path(cache) / f"{name}-main.seconds").write_text(f"{time.time() - t0:.0f}\n")
     steps = cfg["steps"]
     if cfg.get("tune"):
         if not lobes_onnx:
             raise SystemExit("opacities: --lobes LOBES.onnx is needed (the lobes model the lung channel comes from)")
         predicted_lungs(studies, lobes_onnx, cache)
-        # Its own seeds, so that a run from the saved first phase (--tune-from) gives the same model.
-        rng = np.random.default_rng(20201126)
-        torch.manual_seed(5678)
+        # Its own seeds, so that a run from the saved first phase (--tune-from) gives the same model;
+        # --tune-seed N shifts them, for the candidates of this phase choose_opacities.py picks from.
+        rng = np.random.default_rng(20201126 + tune_seed)
+        torch.manual_seed(5678 + tune_seed)
         opt = torch.optim.AdamW(net.parameters(), lr=cfg["tune_lr"], weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["tune"])
         seg_steps(name, net, opt, sched, studies, cfg, cfg["tune"], rng, log, time.time(),
@@ -495,6 +501,9 @@ if __name__ == "__main__":
     ap.add_argument("--lobes", help="opacities: the lobes model (ONNX) whose lung mask the second phase is given")
     ap.add_argument("--opacities", help="classifier: the opacities model (ONNX) whose maps it learns from")
     ap.add_argument("--tune-from", help="opacities: run only the second phase, from these saved first-phase weights")
+    ap.add_argument("--tune-seed", type=int, default=0,
+                    help="opacities: shift the second phase's seeds (0: the shipped recipe), "
+                         "for choose_opacities.py")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda in a GPU session (not bit-identical to cpu)")
     a = ap.parse_args()
     DEVICE = torch.device(a.device)
@@ -537,4 +546,5 @@ if __name__ == "__main__":
         else:
             train_lobes(a.cache, a.out, sys.stdout, monitor=0 if a.smoke else 5)
     else:
-        train_opacities(a.cache, a.out, sys.stdout, lobes_onnx=a.lobes, tune_from=a.tune_from)
+        train_opacities(a.cache, a.out, sys.stdout, lobes_onnx=a.lobes, tune_from=a.tune_from,
+                        tune_seed=a.tune_seed)
