@@ -23,7 +23,7 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from evaluate import GOALS, one, summarise  # noqa: E402
+from evaluate import GOALS, run, summarise  # noqa: E402
 from spec import SELECT_SEED_BASE  # noqa: E402
 
 
@@ -42,25 +42,16 @@ def score(s):
     return (sum(v >= 0 for v in m.values()), sum(m.values()))
 
 
-def evaluate_candidate(pulmo, lobes_dir, classifier_dir, candidate, seed_base, count, log):
-    work = pathlib.Path(tempfile.mkdtemp())
+def evaluate_candidate(pulmo, lobes_dir, classifier_dir, candidate, seed_base, count):
+    """The candidate's rows from evaluate.run, beside the lobes and classifier models given."""
+    models = pathlib.Path(tempfile.mkdtemp())
     try:
-        models = work / "models"
-        models.mkdir()
         for src, name in ((lobes_dir, "lobes"), (candidate, "opacities"), (classifier_dir, "classifier")):
             for ext in ("onnx", "toml"):
                 shutil.copy(pathlib.Path(src) / f"{name}.{ext}", models / f"{name}.{ext}")
-        config = work / "pulmo.toml"
-        config.write_text(f'[inference]\nmodels_dir = "{models}"\n')
-        rows = []
-        for i in range(count):
-            rows.append(one(pulmo, config, seed_base + i, i, None))
-            r = rows[-1]
-            print(f"{candidate} {r['seed']} {r['pattern']} {r['severity']} {r['size']} "
-                  f"opacity Dice {r['opacity_dice']:.3f}", file=log, flush=True)
-        return rows
+        return run(pulmo, models, seed_base, count, label=f"{candidate} ")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(models, ignore_errors=True)
 
 
 def main():
@@ -78,11 +69,12 @@ def main():
     results = []
     for c in a.candidates:
         t = time.time()
-        rows = evaluate_candidate(a.pulmo, a.lobes_dir, a.classifier_dir, c, a.seed_base, a.count, sys.stderr)
+        rows = evaluate_candidate(a.pulmo, a.lobes_dir, a.classifier_dir, c, a.seed_base, a.count)
         s = summarise(rows)
-        results.append({"candidate": c, "summary": s, "margins": margins(s), "score": score(s),
+        met, total = score(s)
+        results.append({"candidate": c, "summary": s, "margins": margins(s), "score": (met, total),
                         "seconds": time.time() - t, "studies": rows})
-        print(f"{c}: goals met {score(s)[0]} of 4, margin sum {score(s)[1]:+.3f}: opacity Dice "
+        print(f"{c}: goals met {met} of 4, margin sum {total:+.3f}: opacity Dice "
               f"{s['opacity_dice'][0]:.3f}, PLO error median {s['plo_median']:.2f} / p95 {s['plo_p95']:.2f} pp, "
               f"CTSS equal {100 * s['ctss_agree']:.1f} % ({time.time() - t:.0f} s)", flush=True)
     best = max(results, key=lambda r: r["score"])

@@ -161,6 +161,26 @@ def table(s, n, seed_base=EVAL_SEED_BASE):
     return "\n".join(lines)
 
 
+def run(pulmo, models, seed_base, count, keep=None, label=""):
+    """Every study's row, `pulmo analyze` given the model folder `models`; one line per study on
+    stderr (after `label`)."""
+    work = pathlib.Path(tempfile.mkdtemp())
+    try:
+        config = work / "pulmo.toml"
+        config.write_text(f'[inference]\nmodels_dir = "{pathlib.Path(models).resolve()}"\n')
+        rows = []
+        for i in range(count):
+            seed = seed_base + i
+            rows.append(one(pulmo, config, seed, i, keep))
+            r = rows[-1]
+            print(f"{label}{seed} {r['pattern']:<8} {r['severity']:<9} {r['size']:<5} lobe Dice "
+                  f"{' '.join(f'{v:.3f}' for v in r['lobe_dice'].values())} opacity Dice {r['opacity_dice']:.3f} "
+                  f"p={r['covid_probability']:.3f} {r['analyze_s']:.1f}s", file=sys.stderr, flush=True)
+        return rows
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     root = pathlib.Path(__file__).resolve().parents[2]
     ap = argparse.ArgumentParser(description=__doc__)
@@ -173,24 +193,13 @@ def main():
     ap.add_argument("--json", help="write every per-study number here")
     ap.add_argument("--keep", help="keep each study and pulmo's outputs under this folder")
     a = ap.parse_args()
-    work = pathlib.Path(tempfile.mkdtemp())
-    config = work / "pulmo.toml"
-    config.write_text(f'[inference]\nmodels_dir = "{pathlib.Path(a.models).resolve()}"\n')
-    rows = []
-    for i in range(a.count):
-        seed = a.seed_base + i
-        rows.append(one(a.pulmo, config, seed, i, a.keep))
-        r = rows[-1]
-        print(f"{seed} {r['pattern']:<8} {r['severity']:<9} {r['size']:<5} lobe Dice "
-              f"{' '.join(f'{v:.3f}' for v in r['lobe_dice'].values())} opacity Dice {r['opacity_dice']:.3f} "
-              f"p={r['covid_probability']:.3f} {r['analyze_s']:.1f}s", file=sys.stderr, flush=True)
+    rows = run(a.pulmo, a.models, a.seed_base, a.count, a.keep)
     s = summarise(rows)
     if a.json:
         pathlib.Path(a.json).write_text(json.dumps({"summary": s, "studies": rows}, indent=1) + "\n")
     print(table(s, len(rows), a.seed_base))
     print()
     print(breakdown(rows))
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
