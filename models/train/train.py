@@ -34,8 +34,11 @@ CONFIG = {
     # shipped lobes model gives on the training study (run through ONNX Runtime, as pulmo runs it):
     # that mask runs a few millimetres into the diaphragm, whose density the first phase had only
     # seen outside the mask and labelled consolidation there (2-3 % of a normal lower lobe).
+    # hard_share: the share of the second phase's patches centred on a voxel that the first phase
+    # gets wrong (run as pulmo runs it). 0 in the shipped recipe: 0.3 (--hard-share 0.3) moved two
+    # second phases less than changing their seed does (models/train/README.md, "Hard examples").
     "opacities": dict(widths=(8, 16, 32, 48), k=3, patch=OPACITIES_PATCH, steps=4000, lr=2e-3, focus="opac",
-                      lung_channel=True, tune=1500, tune_lr=5e-4, predicted_share=0.6),
+                      lung_channel=True, tune=1500, tune_lr=5e-4, predicted_share=0.6, hard_share=0.0),
     # predicted_share: how often a training study's opacity channel is the map that the shipped
     # lobes and opacities models give (as in pulmo) rather than the truth. Trained on truth maps
     # alone, the 1.0.0 classifier had never seen a model's false positives: given the maps of the
@@ -82,10 +85,13 @@ def crop(arr, start, patch, fill):
     return out
 
 
-def sample_patch(study, target, patch, focus, rng, lung=False, predicted_share=0.0):
+def sample_patch(study, target, patch, focus, rng, lung=False, predicted_share=0.0, hard_share=0.0):
     shape = study["ct"].shape
     centre = None
-    if focus and rng.random() < 0.6:
+    # Drawn only when asked for, so that hard_share = 0 leaves the random stream as it was.
+    if hard_share and rng.random() < hard_share and len(study.get("hard", ())):
+        centre = np.unravel_index(int(study["hard"][rng.integers(len(study["hard"]))]), shape)
+    elif focus and rng.random() < 0.6:
         idx = study.get("_focus")
         if idx is None:
             idx = np.flatnonzero(study[focus].ravel()[::7]) * 7
@@ -216,6 +222,23 @@ def predicted_opacity_maps(studies, lobes_onnx, opacities_onnx, cache):
         return resample_nearest(labels, CLS_DIMS)
 
     cached_per_study(studies, cache, "opacity-pred", [lobes_onnx, opacities_onnx], "cls_opac_pred", compute)
+
+
+def first_phase_errors(studies, net, lobes_onnx, cache):
+    """Where the first-phase opacities model is wrong on each training study, run as pulmo runs it
+    (the lobes model's lung mask, overlapping patches, blended): the flat indices of its false and
+    missed opacity voxels, kept in `study["hard"]` for the second phase to centre patches on."""
+    path = pathlib.Path(cache) / "opacities-main.onnx"
+    net.eval()
+    export._save(net, torch.zeros(1, 2, *OPACITIES_PATCH), path, "ct",
+                 {"ct": {0: "N", 2: "Z", 3: "Y", 4: "X"}, "logits": {0: "N", 2: "Z", 3: "Y", 4: "X"}})
+    net.to(DEVICE).train()  # _save exports from the CPU
+
+    def compute(s, session):
+        labels = segment_like_pulmo(session, s["ct"], s["lung_pred"], OPACITIES_PATCH, SEG_OVERLAP)
+        return np.flatnonzero((labels > 0) != (s["opac"] > 0)).astype(np.int64)
+
+    cached_per_study(studies, cache, "opacity-errors", [lobes_onnx, path], "hard", compute)
 
 
 def jitter_mask(mask, rng):
@@ -396,6 +419,8 @@ def train_opacities(cache, out, log, lobes_onnx=None, tune_from=None, tune_seed=
         if not lobes_onnx:
             raise SystemExit("opacities: --lobes LOBES.onnx is needed (the lobes model the lung channel comes from)")
         predicted_lungs(studies, lobes_onnx, cache)
+        if cfg["hard_share"]:
+            first_phase_errors(studies, net, lobes_onnx, cache)
         # Its own seeds, so that a run from the saved first phase (--tune-from) gives the same model;
         # --tune-seed N shifts them, for the candidates of this phase choose_opacities.py picks from.
         rng = np.random.default_rng(20201126 + tune_seed)
@@ -403,7 +428,8 @@ def train_opacities(cache, out, log, lobes_onnx=None, tune_from=None, tune_seed=
         opt = torch.optim.AdamW(net.parameters(), lr=cfg["tune_lr"], weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["tune"])
         seg_steps(name, net, opt, sched, studies, cfg, cfg["tune"], rng, log, time.time(),
-                  predicted_share=cfg["predicted_share"], label=f"{name} tune")
+                  predicted_share=cfg["predicted_share"], label=f"{name} tune",
+                  hard_share=cfg["hard_share"])
         steps += cfg["tune"]
     net.eval()
     export.segmentation(net, name, out, training_s=time.time() - t0, steps=steps,
@@ -426,14 +452,14 @@ def seg_step(net, opt, sched, x, y, k):
     return torch.stack([ce.detach(), dl.detach()]).cpu().numpy()
 
 
-def seg_steps(name, net, opt, sched, studies, cfg, n, rng, log, t0, predicted_share=0.0, label=None):
+def seg_steps(name, net, opt, sched, studies, cfg, n, rng, log, t0, predicted_share=0.0, label=None, hard_share=0.0):
     lung = cfg.get("lung_channel", False)
     label = label or name
     running = None
     for step in range(n):
         study = studies[int(rng.integers(len(studies)))]
         x, y = sample_patch(study, "opac", cfg["patch"], cfg["focus"], rng, lung=lung,
-                            predicted_share=predicted_share)
+                            predicted_share=predicted_share, hard_share=hard_share)
         if rng.random() < 0.5:
             # Opacities have no side: mirror left-right for more variety (lobes do have one).
             x, y = x[..., ::-1].copy(), y[..., ::-1].copy()
@@ -504,6 +530,9 @@ if __name__ == "__main__":
     ap.add_argument("--tune-seed", type=int, default=0,
                     help="opacities: shift the second phase's seeds (0: the shipped recipe), "
                          "for choose_opacities.py")
+    ap.add_argument("--hard-share", type=float,
+                    help="opacities: share of the second phase's patches centred on a voxel the first phase "
+                         "gets wrong (default: CONFIG)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda in a GPU session (not bit-identical to cpu)")
     a = ap.parse_args()
     DEVICE = torch.device(a.device)
@@ -515,6 +544,8 @@ if __name__ == "__main__":
                     cfg[extra] = 2
         _load = load
         load = lambda cache, keys, seeds=TRAIN_SEEDS: _load(cache, keys, seeds=seeds[:4])  # noqa: E731
+    if a.hard_share is not None:
+        CONFIG["opacities"]["hard_share"] = a.hard_share
     if a.polish_steps is not None:
         CONFIG["lobes"]["polish"] = a.polish_steps
     torch.set_num_threads(2)
