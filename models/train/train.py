@@ -35,8 +35,9 @@ CONFIG = {
     # that mask runs a few millimetres into the diaphragm, whose density the first phase had only
     # seen outside the mask and labelled consolidation there (2-3 % of a normal lower lobe).
     # hard_share: the share of the second phase's patches centred on a voxel that the first phase
-    # gets wrong (run as pulmo runs it). 0 in the shipped recipe: 0.3 (--hard-share 0.3) moved two
-    # second phases less than changing their seed does (models/train/README.md, "Hard examples").
+    # gets wrong (run as pulmo runs it). 0 in the shipped recipe: 0.3 (--hard-share 0.3), seed for
+    # seed on three second phases, lowered the PLO 95th percentile but also the nodules' opacity
+    # Dice, the goal with no margin (models/train/README.md, "Hard examples").
     "opacities": dict(widths=(8, 16, 32, 48), k=3, patch=OPACITIES_PATCH, steps=4000, lr=2e-3, focus="opac",
                       lung_channel=True, tune=1500, tune_lr=5e-4, predicted_share=0.6, hard_share=0.0),
     # predicted_share: how often a training study's opacity channel is the map that the shipped
