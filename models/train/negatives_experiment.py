@@ -24,7 +24,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import data  # noqa: E402
 import export  # noqa: E402
 from nets import UNet3d  # noqa: E402
-from train import (CONFIG, crop, jitter_mask, load, load_onnx_weights, predicted_lungs,  # noqa: E402
+from train import (CONFIG, crop, jitter_mask, load, load_onnx_weights, one_of, predicted_lungs,  # noqa: E402
                    sample_patch, scale, seg_step)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ def main():
         else:
             s, idx = studies[int(rng.integers(len(studies)))], None
         if idx is not None and len(idx):
-            centre = np.unravel_index(int(idx[rng.integers(len(idx))]), s["ct"].shape)
+            centre = one_of(idx, s["ct"].shape, rng)
             x, y = centred(s, centre, cfg["patch"], rng, cfg["predicted_share"])
         else:
             x, y = sample_patch(s, "opac", cfg["patch"], cfg["focus"], rng, lung=True,

@@ -86,19 +86,24 @@ def crop(arr, start, patch, fill):
     return out
 
 
+def one_of(flat, shape, rng):
+    """A voxel (z, y, x) drawn from the flat indices `flat` of a volume of `shape`."""
+    return np.unravel_index(int(flat[rng.integers(len(flat))]), shape)
+
+
 def sample_patch(study, target, patch, focus, rng, lung=False, predicted_share=0.0, hard_share=0.0):
     shape = study["ct"].shape
     centre = None
     # Drawn only when asked for, so that hard_share = 0 leaves the random stream as it was.
     if hard_share and rng.random() < hard_share and len(study.get("hard", ())):
-        centre = np.unravel_index(int(study["hard"][rng.integers(len(study["hard"]))]), shape)
+        centre = one_of(study["hard"], shape, rng)
     elif focus and rng.random() < 0.6:
         idx = study.get("_focus")
         if idx is None:
             idx = np.flatnonzero(study[focus].ravel()[::7]) * 7
             study["_focus"] = idx
         if len(idx):
-            centre = np.unravel_index(int(idx[rng.integers(len(idx))]), shape)
+            centre = one_of(idx, shape, rng)
     if centre is None:
         box = study.setdefault("_box", lung_box(study["lobes"]))
         centre = [int(rng.integers(lo - p // 4, hi + p // 4 + 1)) for (lo, hi), p in zip(box, patch)]
