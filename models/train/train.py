@@ -67,7 +67,7 @@ def load(cache, keys, seeds=TRAIN_SEEDS):
     for s in seeds:
         path = pathlib.Path(cache) / f"{s}.npz"
         if not path.exists():
-            raise SystemExit(f"{path} missing: run data.py for seeds {seeds.start}:{seeds.stop - 1}")
+            raise SystemExit(f"{path} missing: run data.py for seed {s}")
         d = np.load(path)
         studies.append({k: d[k] for k in keys} | {"meta": json.loads(str(d["meta"]))})
     return studies
@@ -399,10 +399,16 @@ def load_onnx_weights(net, onnx_path):
     net.load_state_dict({k: torch.from_numpy(init[k].copy()) for k in state})
 
 
-def train_opacities(cache, out, log, lobes_onnx=None, tune_from=None, tune_seed=0):
+def seed_range(text):
+    """FIRST:LAST (inclusive), as data.py takes it."""
+    lo, hi = (int(v) for v in text.split(":"))
+    return range(lo, hi + 1)
+
+
+def train_opacities(cache, out, log, lobes_onnx=None, tune_from=None, tune_seed=0, extra_seeds=range(0)):
     name = "opacities"
     cfg = CONFIG[name]
-    studies = load(cache, ["ct", "lobes", "opac"])
+    studies = load(cache, ["ct", "lobes", "opac"]) + load(cache, ["ct", "lobes", "opac"], seeds=extra_seeds)
     rng = np.random.default_rng(20201124 + len(name))
     torch.manual_seed(1234)
     lung = cfg.get("lung_channel", False)
@@ -439,7 +445,7 @@ def train_opacities(cache, out, log, lobes_onnx=None, tune_from=None, tune_seed=
         steps += cfg["tune"]
     net.eval()
     export.segmentation(net, name, out, training_s=time.time() - t0, steps=steps,
-                        channels=["ct", "lung"] if lung else ["ct"])
+                        channels=["ct", "lung"] if lung else ["ct"], extra_seeds=extra_seeds)
 
 
 def seg_step(net, opt, sched, x, y, k):
@@ -539,6 +545,9 @@ if __name__ == "__main__":
     ap.add_argument("--hard-share", type=float,
                     help="opacities: share of the second phase's patches centred on a voxel the first phase "
                          "gets wrong (default: CONFIG)")
+    ap.add_argument("--extra-seeds", type=seed_range, default=range(0),
+                    help="opacities: FIRST:LAST, cached studies to train on besides TRAIN_SEEDS (an experiment: "
+                         "models/train/README.md, \"Twice the training studies\")")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda in a GPU session (not bit-identical to cpu)")
     a = ap.parse_args()
     DEVICE = torch.device(a.device)
@@ -584,4 +593,4 @@ if __name__ == "__main__":
             train_lobes(a.cache, a.out, sys.stdout, monitor=0 if a.smoke else 5)
     else:
         train_opacities(a.cache, a.out, sys.stdout, lobes_onnx=a.lobes, tune_from=a.tune_from,
-                        tune_seed=a.tune_seed)
+                        tune_seed=a.tune_seed, extra_seeds=a.extra_seeds)
