@@ -37,6 +37,12 @@ def plan(seed):
     return pattern, severity, size, noise
 
 
+def seed_range(text):
+    """FIRST:LAST (inclusive), as the scripts here take seeds on the command line."""
+    lo, hi = (int(v) for v in text.split(":"))
+    return range(lo, hi + 1)
+
+
 def is_covid(pattern, severity):
     """Training and evaluation label: the COVID-19 pattern is present (a covid phantom with no
     opacity, severity none or mild, shows nothing and is labelled negative)."""
@@ -139,19 +145,19 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--pulmo", required=True)
     ap.add_argument("--cache", required=True)
-    ap.add_argument("--seeds", required=True, help="first:last (inclusive)")
+    ap.add_argument("--seeds", required=True, type=seed_range, help="first:last (inclusive)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="studies generated at once (the phantom uses every core; more helps on many cores)")
     a = ap.parse_args()
-    lo, hi = (int(v) for v in a.seeds.split(":"))
     pathlib.Path(a.cache).mkdir(parents=True, exist_ok=True)
     if a.jobs <= 1:
-        for s in range(lo, hi + 1):
+        for s in a.seeds:
             print(generate(a.pulmo, s, a.cache), flush=True)
     else:
         from concurrent.futures import ProcessPoolExecutor
 
         # Each study is its own seed and file, so the order they finish in changes nothing.
         with ProcessPoolExecutor(a.jobs) as pool:
-            for out in pool.map(generate, [a.pulmo] * (hi - lo + 1), range(lo, hi + 1), [a.cache] * (hi - lo + 1)):
+            n = len(a.seeds)
+            for out in pool.map(generate, [a.pulmo] * n, a.seeds, [a.cache] * n):
                 print(out, flush=True)

@@ -55,8 +55,10 @@ def main():
     a = ap.parse_args()
     cfg = CONFIG["opacities"]
     studies = load(a.cache, ["ct", "lobes", "opac"])
+    lobes_onnx = str(ROOT / "models" / "lobes.onnx")
+    predicted_lungs(studies, lobes_onnx, a.cache)
     if a.extra:
-        lo, hi = (int(v) for v in a.extra.split(":"))
+        seeds = data.seed_range(a.extra)
         extra_cache = pathlib.Path(a.cache + "-extra")
         extra_cache.mkdir(exist_ok=True)
 
@@ -66,10 +68,13 @@ def main():
                     "small" if r.random() < 0.25 else "full", float(np.round(r.uniform(8.0, 35.0), 1)))
 
         data.plan = plan
-        for seed in range(lo, hi + 1):
+        for seed in seeds:
             data.generate(str(ROOT / "target" / "release" / "pulmo"), seed, extra_cache)
-        studies += load(extra_cache, ["ct", "lobes", "opac"], seeds=range(lo, hi + 1))
-    predicted_lungs(studies, str(ROOT / "models" / "lobes.onnx"), a.cache)
+        extra = load(extra_cache, ["ct", "lobes", "opac"], seeds=seeds)
+        # Their lung masks beside them: the main cache's masks are per seed, and its seeds from 1200
+        # on are plan()'s studies (train.py --extra-seeds), other CTs than these.
+        predicted_lungs(extra, lobes_onnx, extra_cache)
+        studies += extra
     nodules = [s for s in studies if s["meta"]["pattern"] == "nodules"]
     for s in studies:
         # Every 3rd candidate voxel is enough and keeps the index small.

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import export
-from data import resample_linear, resample_nearest
+from data import resample_linear, resample_nearest, seed_range
 from nets import Classifier, UNet3d
 from spec import CLASSIFIER_SEEDS, CLS_DIMS, LOBES_MULTIPLE, OPACITIES_PATCH, SEG_OVERLAP, TRAIN_SEEDS, WINDOW
 
@@ -397,12 +397,6 @@ def load_onnx_weights(net, onnx_path):
     if missing:
         raise SystemExit(f"{onnx_path}: no weights for {missing[:3]}")
     net.load_state_dict({k: torch.from_numpy(init[k].copy()) for k in state})
-
-
-def seed_range(text):
-    """FIRST:LAST (inclusive), as data.py takes it."""
-    lo, hi = (int(v) for v in text.split(":"))
-    return range(lo, hi + 1)
 
 
 def train_opacities(cache, out, log, lobes_onnx=None, tune_from=None, tune_seed=0, extra_seeds=range(0)):
