@@ -47,6 +47,15 @@ def training_data(name, extra_seeds=()):
             f"seeds {seeds.start}-{seeds.stop - 1}{more}); no patient data")
 
 
+# The U-Nets take any batch and any volume (the patch's, or a smaller one at an edge).
+VOLUME_AXES = {"ct": {0: "N", 2: "Z", 3: "Y", 4: "X"}, "logits": {0: "N", 2: "Z", 3: "Y", 4: "X"}}
+
+
+def patch_net(net, channels, path):
+    """A patch U-Net (the opacities model's architecture) as ONNX at `path`; its sha256."""
+    return _save(net, torch.zeros(1, len(channels), *OPACITIES_PATCH), path, "ct", VOLUME_AXES)
+
+
 def _save(net, dummy, path, input_name, dynamic):
     net = net.cpu()  # trained on a GPU or not, exported from the CPU
     torch.onnx.export(net, dummy, str(path), opset_version=OPSET, input_names=[input_name],
@@ -97,9 +106,7 @@ def _provenance(training_s, steps):
 def lobes(net, out, training_s, steps):
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dummy = torch.zeros(1, 1, 64, 128, 128)
-    dynamic = {"ct": {0: "N", 2: "Z", 3: "Y", 4: "X"}, "logits": {0: "N", 2: "Z", 3: "Y", 4: "X"}}
-    sha = _save(net, dummy, out / "lobes.onnx", "ct", dynamic)
+    sha = _save(net, torch.zeros(1, 1, 64, 128, 128), out / "lobes.onnx", "ct", VOLUME_AXES)
     inp = (f'name = "ct"\nlayout = "patch3d"\nspacing_mm = {_toml_list(LOBES_SPACING)}\n'
            f'window = {_toml_list(WINDOW)}\npatch = {_toml_list(LOBES_PATCH)}\n'
            f'pad_to_multiple = {LOBES_MULTIPLE}\noverlap = 16\nbatch = 1')
@@ -121,15 +128,12 @@ def _table(name, values):
 def segmentation(net, name, out, training_s, steps, channels=("ct",), extra_seeds=()):
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    patch = OPACITIES_PATCH
-    dummy = torch.zeros(1, len(channels), *patch)
-    dynamic = {"ct": {0: "N", 2: "Z", 3: "Y", 4: "X"}, "logits": {0: "N", 2: "Z", 3: "Y", 4: "X"}}
-    sha = _save(net, dummy, out / f"{name}.onnx", "ct", dynamic)
+    sha = patch_net(net, channels, out / f"{name}.onnx")
     labels = LOBE_LABELS if name == "lobes" else OPACITY_LABELS
     what = ("3D U-Net: background and the five lung lobes." if name == "lobes"
             else "3D U-Net: background, ground-glass opacity, consolidation.")
     inp = (f'name = "ct"\nlayout = "patch3d"\nspacing_mm = {_toml_list(SEG_SPACING)}\n'
-           f'window = {_toml_list(WINDOW)}\npatch = {_toml_list(patch)}\noverlap = {SEG_OVERLAP}\nbatch = 1\n'
+           f'window = {_toml_list(WINDOW)}\npatch = {_toml_list(OPACITIES_PATCH)}\noverlap = {SEG_OVERLAP}\nbatch = 1\n'
            f'channels = {_toml_list(list(channels))}')
     extra = f"\nmin_inscribed_radius_voxels = {OPACITIES_MIN_RADIUS_VOXELS}" if name == "opacities" else ""
     tables = (_table("output.opacity_edge", OPACITIES_EDGE) + _table("output.vessel_opacities", OPACITIES_VESSELS)

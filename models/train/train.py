@@ -236,9 +236,8 @@ def first_phase_errors(studies, net, lobes_onnx, cache):
     missed opacity voxels, kept in `study["hard"]` for the second phase to centre patches on."""
     path = pathlib.Path(cache) / "opacities-main.onnx"
     net.eval()
-    export._save(net, torch.zeros(1, 2, *OPACITIES_PATCH), path, "ct",
-                 {"ct": {0: "N", 2: "Z", 3: "Y", 4: "X"}, "logits": {0: "N", 2: "Z", 3: "Y", 4: "X"}})
-    net.to(DEVICE).train()  # _save exports from the CPU
+    export.patch_net(net, ["ct", "lung"], path)
+    net.to(DEVICE).train()  # the export is from the CPU
 
     def compute(s, session):
         labels = segment_like_pulmo(session, s["ct"], s["lung_pred"], OPACITIES_PATCH, SEG_OVERLAP)
