@@ -120,9 +120,9 @@ bit-identical to the shipped one (floating-point order in the CPU kernels) and m
 `models/train/evaluate` before it replaces it: one retraining (2026-12-03) gave an opacities model that
 missed the opacity Dice, PLO 95th percentile and CTSS goals on the held-out phantoms below, and
 choosing among three second phases of its opacities model, centring their patches on the first
-phase's errors, averaging three of them or training on twice the studies (2026-12-04) did not meet
-them either (models/train/README.md, "Reproducing", "Choosing among candidates", "Hard examples",
-"Twice the training studies")."""
+phase's errors, averaging three of them, training on twice the studies or for twice the steps
+(2026-12-04) did not meet them either (models/train/README.md, "Reproducing", "Choosing among
+candidates", "Hard examples", "Twice the training studies", "Twice the steps")."""
 
 
 def training(name):
