@@ -38,7 +38,7 @@ CONFIG = {
     # gets wrong (run as pulmo runs it). 0 in the shipped recipe: 0.3 (--hard-share 0.3), seed for
     # seed on three second phases, lowered the PLO 95th percentile but also the nodules' opacity
     # Dice, the goal with no margin (models/train/README.md, "Hard examples").
-    # steps: 4000 in the recipe. Twice as many (--steps 8000, 73 min) gave the best full-size opacity
+    # steps: 4000 in the recipe. Twice as many (--steps 8000, 71 min) gave the best full-size opacity
     # Dice measured and found opacity in more clean lobes of small studies (README, "Twice the steps").
     "opacities": dict(widths=(8, 16, 32, 48), k=3, patch=OPACITIES_PATCH, steps=4000, lr=2e-3, focus="opac",
                       lung_channel=True, tune=1500, tune_lr=5e-4, predicted_share=0.6, hard_share=0.0),
@@ -545,7 +545,7 @@ if __name__ == "__main__":
                          "models/train/README.md, \"Twice the training studies\")")
     ap.add_argument("--steps", type=int,
                     help="opacities: first-phase steps (default: CONFIG; an experiment: models/train/README.md, "
-                         "\"Twice the steps\")")
+                         "\"Twice the steps\"); with --tune-from, the first phase's, for the manifest's count")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda in a GPU session (not bit-identical to cpu)")
     a = ap.parse_args()
     DEVICE = torch.device(a.device)
