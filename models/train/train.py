@@ -40,8 +40,11 @@ CONFIG = {
     # Dice, the goal with no margin (models/train/README.md, "Hard examples").
     # steps: 4000 in the recipe. Twice as many (--steps 8000, 71 min) gave the best full-size opacity
     # Dice measured and found opacity in more clean lobes of small studies (README, "Twice the steps").
+    # small_share: the share of the second phase's patches drawn from small studies (0: studies drawn
+    # uniformly, about a quarter of them small). 0 in the recipe (README, "Small studies' share").
     "opacities": dict(widths=(8, 16, 32, 48), k=3, patch=OPACITIES_PATCH, steps=4000, lr=2e-3, focus="opac",
-                      lung_channel=True, tune=1500, tune_lr=5e-4, predicted_share=0.6, hard_share=0.0),
+                      lung_channel=True, tune=1500, tune_lr=5e-4, predicted_share=0.6, hard_share=0.0,
+                      small_share=0.0),
     # predicted_share: how often a training study's opacity channel is the map that the shipped
     # lobes and opacities models give (as in pulmo) rather than the truth. Trained on truth maps
     # alone, the 1.0.0 classifier had never seen a model's false positives: given the maps of the
@@ -436,7 +439,7 @@ def train_opacities(cache, out, log, lobes_onnx=None, tune_from=None, tune_seed=
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["tune"])
         seg_steps(name, net, opt, sched, studies, cfg, cfg["tune"], rng, log, time.time(),
                   predicted_share=cfg["predicted_share"], label=f"{name} tune",
-                  hard_share=cfg["hard_share"])
+                  hard_share=cfg["hard_share"], small_share=cfg["small_share"])
         steps += cfg["tune"]
     net.eval()
     export.segmentation(net, name, out, training_s=time.time() - t0, steps=steps,
@@ -459,12 +462,22 @@ def seg_step(net, opt, sched, x, y, k):
     return torch.stack([ce.detach(), dl.detach()]).cpu().numpy()
 
 
-def seg_steps(name, net, opt, sched, studies, cfg, n, rng, log, t0, predicted_share=0.0, label=None, hard_share=0.0):
+def seg_steps(name, net, opt, sched, studies, cfg, n, rng, log, t0, predicted_share=0.0, label=None, hard_share=0.0,
+              small_share=0.0):
     lung = cfg.get("lung_channel", False)
     label = label or name
     running = None
+    small = [s for s in studies if s["meta"]["size"] == "small"]
+    full = [s for s in studies if s["meta"]["size"] != "small"]
+    if small_share and not (small and full):
+        raise SystemExit("opacities: --small-share needs both small and full-size training studies")
     for step in range(n):
-        study = studies[int(rng.integers(len(studies)))]
+        if small_share:
+            # Drawn only when asked for, so that small_share = 0 leaves the random stream as it was.
+            pool = small if rng.random() < small_share else full
+        else:
+            pool = studies
+        study = pool[int(rng.integers(len(pool)))]
         x, y = sample_patch(study, "opac", cfg["patch"], cfg["focus"], rng, lung=lung,
                             predicted_share=predicted_share, hard_share=hard_share)
         if rng.random() < 0.5:
@@ -540,6 +553,10 @@ if __name__ == "__main__":
     ap.add_argument("--hard-share", type=float,
                     help="opacities: share of the second phase's patches centred on a voxel the first phase "
                          "gets wrong (default: CONFIG)")
+    ap.add_argument("--small-share", type=float,
+                    help="opacities: share of the second phase's patches drawn from small studies (default: "
+                         "CONFIG, 0: uniform over the studies; an experiment: models/train/README.md, "
+                         "\"Small studies' share\")")
     ap.add_argument("--extra-seeds", type=seed_range, default=range(0),
                     help="opacities: FIRST:LAST, cached studies to train on besides TRAIN_SEEDS (an experiment: "
                          "models/train/README.md, \"Twice the training studies\")")
@@ -562,6 +579,8 @@ if __name__ == "__main__":
         load = lambda cache, keys, seeds=TRAIN_SEEDS: _load(cache, keys, seeds=seeds[:4])  # noqa: E731
     if a.hard_share is not None:
         CONFIG["opacities"]["hard_share"] = a.hard_share
+    if a.small_share is not None:
+        CONFIG["opacities"]["small_share"] = a.small_share
     if a.polish_steps is not None:
         CONFIG["lobes"]["polish"] = a.polish_steps
     torch.set_num_threads(2)
