@@ -120,9 +120,12 @@ bit-identical to the shipped one (floating-point order in the CPU kernels) and m
 `models/train/evaluate` before it replaces it: one retraining (2026-12-03) gave an opacities model that
 missed the opacity Dice, PLO 95th percentile and CTSS goals on the held-out phantoms below, and
 choosing among three second phases of its opacities model, centring their patches on the first
-phase's errors, averaging three of them, training on twice the studies or for twice the steps
-(2026-12-04) did not meet them either (models/train/README.md, "Reproducing", "Choosing among
-candidates", "Hard examples", "Twice the training studies", "Twice the steps")."""
+phase's errors, averaging three of them, training on twice the studies or for twice the steps, or
+drawing half the second phase's patches from small studies (2026-12-04) did not meet them either
+(models/train/README.md, "Reproducing", "Choosing among candidates", "Hard examples", "Twice the
+training studies", "Twice the steps", "Small studies' share"). On another machine (2026-12-04)
+the opacities step gave the shipped opacities.onnx byte for byte: whether a run is bit-identical
+depends on the CPU (models/train/README.md, "The opacities step reproduced bit for bit")."""
 
 
 def training(name):
