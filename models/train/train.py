@@ -39,7 +39,7 @@ CONFIG = {
     # seed on three second phases, lowered the PLO 95th percentile but also the nodules' opacity
     # Dice, the goal with no margin (models/train/README.md, "Hard examples").
     # steps: 4000 in the recipe. Twice as many (--steps 8000, 71 min) gave the best full-size opacity
-    # Dice measured and found opacity in more clean lobes of small studies (README, "Twice the steps").
+    # Dice of the retrained runs and found opacity in more clean lobes of small studies (README, "Twice the steps").
     # small_share: the share of the second phase's patches drawn from small studies (0: studies drawn
     # uniformly, about a quarter of them small). 0 in the recipe (README, "Small studies' share").
     "opacities": dict(widths=(8, 16, 32, 48), k=3, patch=OPACITIES_PATCH, steps=4000, lr=2e-3, focus="opac",
