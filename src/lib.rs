@@ -7,6 +7,7 @@
 //! testing. Nothing here is validated for clinical use.
 
 pub mod config;
+pub mod dataset;
 pub mod infer;
 pub mod iod;
 pub mod metrics;
