@@ -81,8 +81,9 @@ fn real_ct_files_are_read_with_plausible_hu_and_geometry() {
             "{o:?}"
         );
         let ps = fr.pixel_spacing.expect("pixel spacing");
+        // cip-copdgene-64 is a whole chest downsampled to 4.2 mm pixels.
         assert!(
-            (0.3..1.2).contains(&ps[0]),
+            (0.3..4.5).contains(&ps[0]),
             "{}: spacing {ps:?}",
             f.display()
         );
@@ -100,8 +101,11 @@ fn real_ct_files_are_read_with_plausible_hu_and_geometry() {
         // A chest or abdomen CT holds air (outside or lungs) and soft tissue.
         let air = hu.iter().filter(|&&h| (-1100..-900).contains(&h)).count();
         let soft = hu.iter().filter(|&&h| (-100..100).contains(&h)).count();
+        // At least 0.3 % of the image each (1000 pixels of a 512 × 512 one was the rule; the
+        // downsampled COPDGene slice has 64 × 64).
+        let enough = hu.len() * 3 / 1000;
         assert!(
-            air > 1000 && soft > 1000,
+            air > enough && soft > enough,
             "{}: air {air}, soft {soft}",
             f.display()
         );

@@ -59,11 +59,41 @@ pub fn read_study_files(
         return Err(ReadStudyError::SeveralStudies(origin.to_string()));
     }
     let frames = studies.pop_first().map(|(_, f)| f).unwrap_or_default();
-    let selection = select::select(frames, cfg)?;
+    let selection = select::select(frames, cfg).map_err(|e| with_unread(e, &scan.rejected))?;
     let volume = assemble::assemble(&selection.chosen)?;
     Ok(Study {
         selection,
         volume,
         rejected: scan.rejected,
     })
+}
+
+/// When no series can be measured, the files that could not be read are among the reasons (a
+/// malformed slice leaves a gap that is reported as missing slices otherwise).
+fn with_unread(e: select::SelectError, unread: &[scan::Rejected]) -> select::SelectError {
+    match e {
+        select::SelectError::NoSuitableSeries {
+            study_uid,
+            mut skipped,
+        } if !unread.is_empty() => {
+            let first = &unread[0];
+            let name = first.path.file_name().map_or_else(
+                || first.path.display().to_string(),
+                |n| n.to_string_lossy().to_string(),
+            );
+            skipped.push(select::Skipped {
+                series_uid: String::new(),
+                series_number: None,
+                description: "files not read".into(),
+                images: unread.len(),
+                reason: format!(
+                    "{} file(s) could not be read, {name} first: {}",
+                    unread.len(),
+                    first.reason
+                ),
+            });
+            select::SelectError::NoSuitableSeries { study_uid, skipped }
+        }
+        other => other,
+    }
 }

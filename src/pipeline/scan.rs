@@ -76,6 +76,11 @@ fn first_item(obj: &InMemDicomObject, tag: Tag) -> Option<&InMemDicomObject> {
 
 /// Read the header of one file; `Err` says why it cannot be used.
 pub fn read_header(path: &Path) -> Result<Vec<Frame>, String> {
+    use crate::dataset::Malformed;
+    crate::dataset::check_file(path, crate::dataset::MAX_FILE_BYTES).map_err(|e| match e {
+        Malformed::NotPart10(_) | Malformed::Io(_) => format!("not a readable DICOM file: {e}"),
+        _ => format!("malformed DICOM file: {e}"),
+    })?;
     let obj: DefaultDicomObject = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)

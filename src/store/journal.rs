@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::spool::{self, Committed, InstanceMeta};
 use super::{Store, StoreError, io};
@@ -414,6 +414,57 @@ fn copy_to(src: &File, offset: u64, len: u64, out: &mut dyn Write) -> std::io::R
     Ok(())
 }
 
+/// Whether the file at `path` holds exactly the `len` bytes at `offset` of `src`.
+fn same_bytes(src: &File, offset: u64, len: u64, path: &Path) -> std::io::Result<bool> {
+    let dst = File::open(path)?;
+    if dst.metadata()?.len() != len {
+        return Ok(false);
+    }
+    let (mut a, mut b) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(a.len() as u64) as usize;
+        src.read_exact_at(&mut a[..n], offset + at)?;
+        dst.read_exact_at(&mut b[..n], at)?;
+        if a[..n] != b[..n] {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
+/// Reads `end - pos` bytes of a file from `pos` on.
+struct At<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl std::io::Read for At<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = (self.end - self.pos).min(out.len() as u64) as usize;
+        let n = self.file.read_at(&mut out[..n], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// A record's payload checked as a Part 10 file (`crate::dataset`) before it is replayed.
+fn check_record(file: &File, r: &Found) -> Result<String, crate::dataset::Malformed> {
+    crate::dataset::check_part10(
+        || {
+            Ok(std::io::BufReader::new(At {
+                file,
+                pos: r.payload_at,
+                end: r.payload_at + r.len,
+            }))
+        },
+        r.len,
+        crate::dataset::MAX_FILE_BYTES,
+    )
+}
+
 /// Create a segment file of `bytes`, every block written (zeros), so that records later only
 /// overwrite allocated blocks; its first generation's header on top.
 fn create_segment(path: &Path, bytes: u64, generation: u64) -> std::io::Result<File> {
@@ -568,8 +619,36 @@ pub(super) fn recover(store: &Store) -> Result<usize, StoreError> {
         let (generation, found) = scan(file).map_err(io(path))?;
         max_generation = max_generation.max(generation.unwrap_or(0));
         for r in found {
+            let sop = &r.meta.sop_instance_uid;
+            if let Err(e) = check_record(file, &r) {
+                tracing::error!(sop_instance_uid = %sop, error = %e, "journal record is not a well-formed instance; not replayed");
+                continue;
+            }
             let target = store.spool_path(&r.meta)?;
-            copy_out(file, r.payload_at, r.len, &target).map_err(io(&target))?;
+            let indexed_at: Option<String> = store
+                .conn()?
+                .query_row(
+                    "SELECT path FROM instances WHERE sop_instance_uid = ?1",
+                    params![sop],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if indexed_at
+                .as_deref()
+                .is_some_and(|p| Path::new(p) != target)
+            {
+                tracing::warn!(sop_instance_uid = %sop, "journal record names another study or series than the stored instance of its SOP Instance UID; the stored one is kept");
+                continue;
+            }
+            // Never over an instance already in the spool: that one was acknowledged first (the
+            // materialiser copies only records that were indexed).
+            if target.is_file() {
+                if !same_bytes(file, r.payload_at, r.len, &target).map_err(io(&target))? {
+                    tracing::warn!(sop_instance_uid = %sop, "journal record differs from the instance in the spool; the spool file is kept");
+                }
+            } else {
+                copy_out(file, r.payload_at, r.len, &target).map_err(io(&target))?;
+            }
             let mut db = store.conn()?;
             let tx = db.transaction()?;
             let flagged = tx.execute(
@@ -1193,10 +1272,32 @@ mod tests {
         panic!("no journal segment became ready");
     }
 
+    /// A well-formed Part 10 file of `n` bytes (recovery replays nothing else): the preamble, a
+    /// meta group naming explicit VR little endian, one OB element; every byte but the prefix,
+    /// the meta group and the element's header is a pattern of `seed`.
     fn payload(n: usize, seed: u8) -> Vec<u8> {
-        (0..n)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-            .collect()
+        let mut v: Vec<u8> = (0..128)
+            .map(|i: usize| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect();
+        v.extend(b"DICM");
+        v.extend([0x02, 0x00, 0x10, 0x00]);
+        v.extend(b"UI");
+        v.extend(20u16.to_le_bytes());
+        v.extend(b"1.2.840.10008.1.2.1\0");
+        v.extend([0x09, 0x00, 0x00, 0x10]);
+        v.extend(b"OB\0\0");
+        let value = n - v.len() - 4;
+        v.extend((value as u32).to_le_bytes());
+        v.extend((0..value).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
+        assert!(
+            crate::dataset::check(
+                &v[160..],
+                (n - 160) as u64,
+                crate::dataset::Encoding::of("1.2.840.10008.1.2.1").expect("ts")
+            )
+            .is_ok()
+        );
+        v
     }
 
     #[test]
@@ -1426,6 +1527,35 @@ mod tests {
         let store = Store::open(dir.path()).expect("reopen");
         assert_eq!(std::fs::read(&path).expect("replayed"), data);
         assert!(store.instance_path("1.2.3.4.90").expect("query").is_none());
+    }
+
+    #[test]
+    fn replay_never_replaces_a_stored_instance_nor_replays_a_malformed_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = payload(20_000, 1);
+        let path = {
+            let store = store_with_journal(dir.path());
+            let path = stored(&store, &first, "1.2.3.4.60");
+            store.journal().expect("journal").drain();
+            assert_eq!(std::fs::read(&path).expect("materialised"), first);
+            // Then, before the segment is reused, a record of another data set under the same
+            // SOP Instance UID whose trailer reached the disk before the process died (as the
+            // hostile data set of issue 38 did) ...
+            let mut other = writer(&store);
+            other.write(&payload(20_000, 2)).expect("write");
+            other.finish_payload(&meta("1.2.3.4.60")).expect("finish");
+            std::mem::forget(other);
+            // ... and one whose payload is not a well-formed instance.
+            let mut garbled = writer(&store);
+            garbled.write(&[0xAB; 9000]).expect("write");
+            garbled.finish_payload(&meta("1.2.3.4.61")).expect("finish");
+            std::mem::forget(garbled);
+            path
+        };
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(std::fs::read(&path).expect("kept"), first);
+        assert!(store.instance_path("1.2.3.4.61").expect("query").is_none());
+        assert_eq!(store.counts().expect("counts").instances, 1);
     }
 
     #[test]

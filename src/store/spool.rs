@@ -234,6 +234,7 @@ pub(crate) fn text_of(obj: &dicom_object::InMemDicomObject, tag: dicom_core::Tag
 
 /// The index attributes of a spool file, from its header.
 fn read_meta(path: &Path) -> Result<InstanceMeta, String> {
+    crate::dataset::check_file(path, crate::dataset::MAX_FILE_BYTES).map_err(|e| e.to_string())?;
     let obj = dicom_object::OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
