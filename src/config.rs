@@ -52,11 +52,28 @@ pub struct NodeConfig {
     pub allowed_calling_aes: Vec<String>,
     pub max_associations: u32,
     pub max_pdu_length: u32,
+    /// At most this many associations from one peer address at once (fewer than
+    /// `max_associations`, so that one address cannot take every slot).
+    pub max_associations_per_peer: u32,
+    /// The whole association request must arrive within this many seconds.
     pub artim_timeout_s: u64,
+    /// Each PDU must arrive whole within this many seconds of the previous one.
     pub dimse_timeout_s: u64,
+    /// A C-STORE data set larger than this is refused (A700).
+    pub max_instance_mib: u64,
     /// Storage SOP class UIDs accepted besides CT and Enhanced CT Image Storage (stored as
     /// received; only CT series are analysed).
     pub extra_sop_classes: Vec<String>,
+}
+
+impl NodeConfig {
+    /// Associations one peer address may hold at once: `max_associations_per_peer`, and always
+    /// one slot fewer than `max_associations` (when there is more than one).
+    pub fn per_peer_limit(&self) -> u32 {
+        self.max_associations_per_peer
+            .min(self.max_associations.saturating_sub(1))
+            .max(1)
+    }
 }
 
 impl Default for NodeConfig {
@@ -67,9 +84,11 @@ impl Default for NodeConfig {
             port: 11112,
             allowed_calling_aes: Vec::new(),
             max_associations: 8,
+            max_associations_per_peer: 4,
             max_pdu_length: 65536,
             artim_timeout_s: 30,
             dimse_timeout_s: 60,
+            max_instance_mib: crate::dataset::DEFAULT_MAX_INSTANCE_MIB,
             extra_sop_classes: Vec::new(),
         }
     }
@@ -153,6 +172,17 @@ pub struct SelectionConfig {
     pub spacing_tolerance: f64,
     /// Largest angle (degrees) between the slice normal and the patient's feet-head axis.
     pub max_axial_tilt_deg: f64,
+    /// What a chest CT's geometry can be; a series outside it is not measured (and nothing is
+    /// allocated for it): PixelSpacing within this range (mm)...
+    pub pixel_spacing_range_mm: [f64; 2],
+    /// ...slices at most this far apart (mm)...
+    pub max_slice_spacing_mm: f64,
+    /// ...an image at most this wide or high (mm)...
+    pub max_field_of_view_mm: f64,
+    /// ...a stack at most this long (mm)...
+    pub max_length_mm: f64,
+    /// ...and at most this many voxels.
+    pub max_voxels: u64,
     /// Series whose description contains one of these (case-insensitive) are skipped.
     pub exclude_descriptions: Vec<String>,
 }
@@ -165,6 +195,11 @@ impl Default for SelectionConfig {
             max_slice_thickness_mm: 10.0,
             spacing_tolerance: 0.05,
             max_axial_tilt_deg: 10.0,
+            pixel_spacing_range_mm: [0.1, 10.0],
+            max_slice_spacing_mm: 20.0,
+            max_field_of_view_mm: 1000.0,
+            max_length_mm: 2500.0,
+            max_voxels: 1_000_000_000,
             exclude_descriptions: vec![
                 "scout".into(),
                 "localizer".into(),
@@ -245,10 +280,19 @@ port = 11112
 # Calling AE titles allowed to associate. Empty: any calling AE title is accepted.
 allowed_calling_aes = []
 max_associations = 8
+# At most this many at once from one peer address (and never more than max_associations - 1, so
+# that one address cannot take every slot). A connection over either limit is answered A-ASSOCIATE-RJ (transient,
+# local limit exceeded) and closed.
+max_associations_per_peer = 4
 # Maximum PDU length we accept, in bytes (4096 to 16777216).
 max_pdu_length = 65536
+# The whole A-ASSOCIATE-RQ must arrive within this many seconds of the connection...
 artim_timeout_s = 30
+# ...and each later PDU, whole, within this many seconds of the one before: a peer that trickles
+# bytes does not extend it. The connection is closed when either runs out.
 dimse_timeout_s = 60
+# A C-STORE data set larger than this (MiB) is received, dropped and refused (A700).
+max_instance_mib = 1024
 # Storage SOP class UIDs accepted besides CT and Enhanced CT Image Storage, stored as received
 # (only CT series are analysed). For example Secondary Capture: "1.2.840.10008.5.1.4.1.1.7".
 extra_sop_classes = []
@@ -294,6 +338,14 @@ max_slice_thickness_mm = 10.0
 # Slice spacing may vary by this fraction of the median spacing.
 spacing_tolerance = 0.05
 max_axial_tilt_deg = 10.0
+# What a chest CT's geometry can be. A series outside these limits is not measured, with the reason,
+# before anything is allocated for it: pixel spacing (mm), slice spacing (mm), width or height of an
+# image (mm), length of the stack (mm), voxels.
+pixel_spacing_range_mm = [0.1, 10.0]
+max_slice_spacing_mm = 20.0
+max_field_of_view_mm = 1000.0
+max_length_mm = 2500.0
+max_voxels = 1000000000
 # Series whose description contains one of these words (case-insensitive) are skipped.
 exclude_descriptions = ["scout", "localizer", "topogram", "surview", "dose"]
 
@@ -362,6 +414,15 @@ impl Config {
                 format!("{} is outside 4096..=16777216", self.node.max_pdu_length),
             ));
         }
+        if self.node.max_associations_per_peer == 0 {
+            return Err(invalid(
+                "node.max_associations_per_peer",
+                "must be at least 1",
+            ));
+        }
+        if self.node.max_instance_mib == 0 {
+            return Err(invalid("node.max_instance_mib", "must be at least 1"));
+        }
         if self.node.artim_timeout_s == 0 {
             return Err(invalid("node.artim_timeout_s", "must be at least 1 second"));
         }
@@ -425,6 +486,25 @@ impl Config {
                 "selection.spacing_tolerance",
                 "must be in (0, 0.5)",
             ));
+        }
+        let [lo, hi] = s.pixel_spacing_range_mm;
+        if !(lo > 0.0 && lo < hi && hi.is_finite()) {
+            return Err(invalid(
+                "selection.pixel_spacing_range_mm",
+                "must be [low, high] with 0 < low < high",
+            ));
+        }
+        for (name, v) in [
+            ("selection.max_slice_spacing_mm", s.max_slice_spacing_mm),
+            ("selection.max_field_of_view_mm", s.max_field_of_view_mm),
+            ("selection.max_length_mm", s.max_length_mm),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(invalid(name, "must be a positive number"));
+            }
+        }
+        if s.max_voxels == 0 {
+            return Err(invalid("selection.max_voxels", "must be at least 1"));
         }
         if !(s.max_axial_tilt_deg >= 0.0 && s.max_axial_tilt_deg < 45.0) {
             return Err(invalid(
@@ -555,6 +635,17 @@ mod tests {
             ("[node]\nport = 0", "node.port"),
             ("[node]\nbind = \"not a host\"", "node.bind"),
             ("[node]\nmax_pdu_length = 10", "node.max_pdu_length"),
+            ("[node]\nmax_instance_mib = 0", "node.max_instance_mib"),
+            (
+                "[node]\nmax_associations_per_peer = 0",
+                "node.max_associations_per_peer",
+            ),
+            (
+                "[selection]\npixel_spacing_range_mm = [2.0, 1.0]",
+                "selection.pixel_spacing_range_mm",
+            ),
+            ("[selection]\nmax_length_mm = -1", "selection.max_length_mm"),
+            ("[selection]\nmax_voxels = 0", "selection.max_voxels"),
             ("[storage]\ndata_dir = \"\"", "storage.data_dir"),
             (
                 "[[destinations]]\nname=\"p\"\nae_title=\"\"\nhost=\"h\"\nport=1",

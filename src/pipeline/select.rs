@@ -170,8 +170,25 @@ pub fn evaluate(frames: Vec<Frame>, cfg: &SelectionConfig) -> Result<Candidate, 
             f0.sop_instance_uid
         ));
     };
-    if !(ps[0] > 0.0 && ps[1] > 0.0) {
-        return Err(format!("PixelSpacing {ps:?} is not positive"));
+    let [lo, hi] = cfg.pixel_spacing_range_mm;
+    if !(ps.iter().all(|&p| p >= lo && p <= hi)) {
+        return Err(format!(
+            "PixelSpacing {ps:?} mm is outside what a chest CT can have ({lo} to {hi} mm)"
+        ));
+    }
+    let fov = (f64::from(f0.rows) * ps[0]).max(f64::from(f0.columns) * ps[1]);
+    if fov > cfg.max_field_of_view_mm {
+        return Err(format!(
+            "the images are {fov:.0} mm across, beyond the {} mm a chest CT can be",
+            cfg.max_field_of_view_mm
+        ));
+    }
+    let voxels = u64::from(f0.rows) * u64::from(f0.columns) * n as u64;
+    if voxels > cfg.max_voxels {
+        return Err(format!(
+            "{voxels} voxels, more than the {} limit",
+            cfg.max_voxels
+        ));
     }
     if let Some(f) = frames.iter().find(|f| {
         f.pixel_spacing
@@ -205,6 +222,19 @@ pub fn evaluate(frames: Vec<Frame>, cfg: &SelectionConfig) -> Result<Candidate, 
     let mut sorted_gaps = gaps.clone();
     sorted_gaps.sort_by(f64::total_cmp);
     let spacing = sorted_gaps[sorted_gaps.len() / 2];
+    if spacing > cfg.max_slice_spacing_mm {
+        return Err(format!(
+            "slices {spacing:.1} mm apart, beyond the {} mm limit",
+            cfg.max_slice_spacing_mm
+        ));
+    }
+    let length = placed[placed.len() - 1].0 - placed[0].0;
+    if length > cfg.max_length_mm {
+        return Err(format!(
+            "the stack is {length:.0} mm long, beyond the {} mm a chest CT can be",
+            cfg.max_length_mm
+        ));
+    }
     if let Some(i) = gaps
         .iter()
         .position(|&g| (g - spacing).abs() > cfg.spacing_tolerance * spacing)
@@ -334,4 +364,62 @@ pub fn select(frames: Vec<Frame>, cfg: &SelectionConfig) -> Result<Selection, Se
 
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An axial series of `n` slices `gap` mm apart, `size` pixels square of `pixel` mm.
+    fn series(n: usize, size: u16, pixel: f64, gap: f64) -> Vec<Frame> {
+        (0..n)
+            .map(|i| Frame {
+                path: format!("{i}.dcm").into(),
+                frame: 0,
+                sop_class_uid: uids::CT_IMAGE_STORAGE.into(),
+                sop_instance_uid: format!("1.2.3.{i}"),
+                study_uid: "1.2.3".into(),
+                series_uid: "1.2.3.4".into(),
+                modality: "CT".into(),
+                image_type: vec!["ORIGINAL".into(), "PRIMARY".into(), "AXIAL".into()],
+                series_description: "LUNG".into(),
+                series_number: Some(2),
+                rows: size,
+                columns: size,
+                position: Some([0.0, 0.0, i as f64 * gap]),
+                orientation: Some([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+                pixel_spacing: Some([pixel, pixel]),
+                slice_thickness: Some(gap.min(5.0)),
+                kernel: String::new(),
+                transfer_syntax: uids::EXPLICIT_VR_LITTLE_ENDIAN.into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn geometry_no_chest_ct_has_is_refused_before_anything_is_allocated() {
+        let cfg = SelectionConfig::default();
+        assert!(evaluate(series(100, 512, 0.7, 2.0), &cfg).is_ok());
+        let refused = |frames, why: &str| {
+            let e = evaluate(frames, &cfg).expect_err(why);
+            assert!(e.contains(why), "{e}");
+        };
+        refused(
+            series(100, 512, 1e6, 2.0),
+            "outside what a chest CT can have",
+        );
+        refused(
+            series(100, 512, 0.01, 2.0),
+            "outside what a chest CT can have",
+        );
+        refused(series(30, 128, 2.7, 1e5), "beyond the 20 mm limit");
+        refused(series(100, 2048, 0.7, 2.0), "across, beyond the 1000 mm");
+        refused(series(1300, 512, 0.7, 2.0), "long, beyond the 2500 mm");
+        let small = SelectionConfig {
+            max_voxels: 1000,
+            ..SelectionConfig::default()
+        };
+        let e = evaluate(series(30, 64, 1.0, 2.0), &small).expect_err("voxels");
+        assert!(e.contains("more than the 1000 limit"), "{e}");
+    }
 }
