@@ -27,9 +27,13 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::admission::{
+    Conn, Connections, Deadline, MAX_REJECTING, REJECT_WAIT, Registered, WATCHDOG_TICK, reject,
+};
 use super::dimse::{self, Command, status};
 use super::pdata::{self, Incoming, PduError};
 use crate::config::NodeConfig;
+use crate::dataset::{Encoding, Malformed};
 use crate::iod::transfer_syntax::Syntax;
 use crate::iod::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 use crate::metrics::Metrics;
@@ -102,17 +106,26 @@ pub async fn serve(
     tracing::info!(%addr, ae_title = %node.ae_title, "listening");
     let node = Arc::new(node);
     let slots = Arc::new(Semaphore::new(node.max_associations as usize));
+    let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
+    let per_peer_limit = node.per_peer_limit();
     let mut tasks = tokio::task::JoinSet::new();
-    // The open connections, to be shut down if they outlast the grace period.
-    let sockets = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
-        u64,
-        std::net::TcpStream,
-    >::new()));
+    let connections = Arc::new(std::sync::Mutex::new(Connections::default()));
+    let mut watchdog = tokio::time::interval(WATCHDOG_TICK);
     let mut next_id = 0u64;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = watchdog.tick() => {
+                if let Ok(c) = connections.lock() {
+                    for conn in c.open.values().filter(|c| c.deadline.passed()) {
+                        tracing::warn!(peer = %conn.peer, "peer too slow: association request or PDU not complete in time; connection closed");
+                        Metrics::count(&stats.associations, "timed_out");
+                        conn.deadline.disarm();
+                        conn.socket.shutdown(std::net::Shutdown::Both).ok();
+                    }
+                }
+            }
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
@@ -121,11 +134,36 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, "too many associations; connection closed");
-                    Metrics::count(&stats.associations, "rejected");
-                    drop(stream);
-                    continue;
+                let held = connections
+                    .lock()
+                    .map(|c| c.per_peer.get(&peer.ip()).copied().unwrap_or(0))
+                    .unwrap_or(u32::MAX);
+                let permit = if held >= per_peer_limit {
+                    Err(format!("{held} associations from this address already (limit {per_peer_limit})"))
+                } else {
+                    slots
+                        .clone()
+                        .try_acquire_owned()
+                        .map_err(|_| format!("all {} association slots in use", node.max_associations))
+                };
+                let permit = match permit {
+                    Ok(p) => p,
+                    Err(why) => {
+                        Metrics::count(&stats.associations, "rejected");
+                        match rejecting.clone().try_acquire_owned() {
+                            Ok(r) => {
+                                tracing::warn!(%peer, %why, "association rejected (A-ASSOCIATE-RJ, local limit exceeded)");
+                                tokio::spawn(async move {
+                                    let _r = r;
+                                    tokio::time::timeout(REJECT_WAIT, reject(stream)).await.ok();
+                                });
+                            }
+                            Err(_) => {
+                                tracing::warn!(%peer, %why, "connection closed at once: too many connections being rejected");
+                            }
+                        }
+                        continue;
+                    }
                 };
                 // Each association runs on its own thread, as a blocking loop: receiving, writing
                 // the journal, flushing and indexing one after another without handing every
@@ -143,19 +181,24 @@ pub async fn serve(
                 };
                 let id = next_id;
                 next_id += 1;
-                if let Ok(clone) = stream.try_clone()
-                    && let Ok(mut open) = sockets.lock()
-                {
-                    open.insert(id, clone);
-                }
-                let (node, store, stats, sockets) =
-                    (node.clone(), store.clone(), stats.clone(), sockets.clone());
+                let deadline = Arc::new(Deadline::default());
+                deadline.arm(Duration::from_secs(node.artim_timeout_s));
+                let registered = match (stream.try_clone(), connections.lock()) {
+                    (Ok(clone), Ok(mut c)) => {
+                        c.open.insert(id, Conn { socket: clone, peer, deadline: deadline.clone() });
+                        *c.per_peer.entry(peer.ip()).or_default() += 1;
+                        Registered { id, ip: peer.ip(), all: connections.clone() }
+                    }
+                    _ => {
+                        tracing::warn!(%peer, "cannot watch the connection; closed");
+                        continue;
+                    }
+                };
+                let (node, store, stats) = (node.clone(), store.clone(), stats.clone());
                 tasks.spawn_blocking(move || {
                     let _permit = permit;
-                    association(stream, peer, &node, &store, &stats);
-                    if let Ok(mut open) = sockets.lock() {
-                        open.remove(&id);
-                    }
+                    let _registered = registered;
+                    association(stream, peer, &node, &store, &stats, &deadline);
                 });
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -172,9 +215,9 @@ pub async fn serve(
         tracing::warn!("associations still open after 30 s; closing their connections");
         // A blocking thread cannot be cancelled: its socket is shut down, its next read fails and
         // it ends as if the peer had gone (its unfinished instance gets no Success).
-        if let Ok(open) = sockets.lock() {
-            for s in open.values() {
-                s.shutdown(std::net::Shutdown::Both).ok();
+        if let Ok(c) = connections.lock() {
+            for conn in c.open.values() {
+                conn.socket.shutdown(std::net::Shutdown::Both).ok();
             }
         }
         while tasks.join_next().await.is_some() {}
@@ -284,6 +327,9 @@ impl Sink {
     }
 }
 
+/// A command set longer than this (a few UIDs and numbers) aborts the association.
+const MAX_COMMAND_BYTES: usize = 64 << 10;
+
 /// Data sets up to this size are also kept in memory until they are answered (a CT slice is
 /// about 0.5 MB; an Enhanced CT of hundreds of MB is parsed from its file instead).
 const KEEP_IN_MEMORY: u64 = 16 << 20;
@@ -294,8 +340,13 @@ fn association(
     node: &NodeConfig,
     store: &Store,
     stats: &Metrics,
+    deadline: &Deadline,
 ) {
     stream.set_nodelay(true).ok();
+    // A peer that reads nothing cannot hold a response's write forever either.
+    stream
+        .set_write_timeout(Some(Duration::from_secs(node.dimse_timeout_s)))
+        .ok();
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(Access {
             allowed: node.allowed_calling_aes.clone(),
@@ -346,8 +397,13 @@ fn association(
         .collect();
     let mut command = Vec::new();
     let mut pending: Option<Pending> = None;
+    let max_instance = node.max_instance_mib << 20;
+    let pdu_within = Duration::from_secs(node.dimse_timeout_s);
     loop {
-        let pdu = match pdata::read_pdu(assoc.inner_stream(), node.max_pdu_length) {
+        deadline.arm(pdu_within);
+        let read = pdata::read_pdu(assoc.inner_stream(), node.max_pdu_length);
+        deadline.disarm();
+        let pdu = match read {
             Ok(Incoming::PData(data)) => Pdu::PData { data },
             Ok(Incoming::Other(p)) => p,
             Err(PduError::Io(e)) => {
@@ -367,6 +423,11 @@ fn association(
                     match v.value_type {
                         PDataValueType::Command => {
                             command.extend_from_slice(&v.data);
+                            if command.len() > MAX_COMMAND_BYTES {
+                                tracing::warn!(%peer, bytes = command.len(), "command set over 64 KiB; aborting");
+                                let _ = assoc.abort();
+                                return;
+                            }
                             if !v.is_last {
                                 continue;
                             }
@@ -418,13 +479,28 @@ fn association(
                             };
                             p.bytes += v.data.len() as u64;
                             stats.bytes_received.inc_by(v.data.len() as u64);
+                            if p.failed.is_none() && p.bytes > max_instance {
+                                // Received to its end and dropped, then refused.
+                                if let Some(tmp) = p.sink.temp_path() {
+                                    std::fs::remove_file(tmp).ok();
+                                }
+                                p.sink = Sink::Discard;
+                                p.mem = None;
+                                p.failed = Some((
+                                    status::OUT_OF_RESOURCES,
+                                    format!(
+                                        "the instance is larger than the {} MiB limit ([node] max_instance_mib)",
+                                        node.max_instance_mib
+                                    ),
+                                ));
+                            }
                             if p.failed.is_none()
                                 && let Err(e) = p.sink.write(store, &v.data, p.bytes)
                             {
                                 p.sink = Sink::Discard;
                                 p.failed = Some((status::OUT_OF_RESOURCES, e));
                             }
-                            if p.bytes > KEEP_IN_MEMORY {
+                            if p.bytes > KEEP_IN_MEMORY || p.failed.is_some() {
                                 p.mem = None;
                             } else if let Some(m) = p.mem.as_mut() {
                                 // Kept as received, not copied into one buffer.
@@ -438,7 +514,7 @@ fn association(
                                 } else {
                                     "file"
                                 };
-                                let outcome = finish_store(store, p, &calling);
+                                let outcome = finish_store(store, p, &calling, max_instance);
                                 let rsp = match outcome {
                                     Ok(Committed::Stored(_)) => {
                                         Metrics::count(&stats.instances, "stored");
@@ -577,7 +653,12 @@ fn begin_store(store: &Store, accepted: &[String], cmd: Command, pc_id: u8, ts: 
 }
 
 /// Make the instance durable, check it can be read, index it.
-fn finish_store(store: &Store, p: Pending, calling: &str) -> Result<Committed, (u16, String)> {
+fn finish_store(
+    store: &Store,
+    p: Pending,
+    calling: &str,
+    max_instance_bytes: u64,
+) -> Result<Committed, (u16, String)> {
     let Pending {
         sink,
         mem,
@@ -620,6 +701,13 @@ fn finish_store(store: &Store, p: Pending, calling: &str) -> Result<Committed, (
             format!("the data set cannot be parsed: {e}"),
         )
     };
+    let malformed = |e: Malformed| {
+        let code = match e {
+            Malformed::TooLarge { .. } => status::OUT_OF_RESOURCES,
+            _ => status::CANNOT_UNDERSTAND,
+        };
+        (code, format!("malformed data set: {e}"))
+    };
     let store_error = |e: crate::store::StoreError| {
         let code = match e {
             crate::store::StoreError::BadUid { .. } => status::CANNOT_UNDERSTAND,
@@ -633,24 +721,18 @@ fn finish_store(store: &Store, p: Pending, calling: &str) -> Result<Committed, (
             let Some(bytes) = mem.as_deref() else {
                 return Err((status::OUT_OF_RESOURCES, "data set not kept".into()));
             };
-            // The identifiers, from the data set's start, go into the record's trailer, which is
-            // sent to the disk at once; the whole instance, pixel data included, is parsed
-            // meanwhile, so that a truncated or garbled data set is refused here rather than
-            // found later by the analysis (a refused record is voided).
-            let meta = meta(leading_identifiers(bytes, &transfer_syntax).map_err(unparsable)?)?;
+            // Checked and parsed whole before the record's trailer is written: a record is
+            // valid for replay only once nothing is left that could refuse its instance but
+            // the index (issue 38: a data set that crashed the parse after its trailer was
+            // written came back at the next start over an acknowledged instance).
+            check_fragments(bytes, &transfer_syntax, max_instance_bytes).map_err(malformed)?;
+            let meta = meta(parse_in_memory(bytes, &transfer_syntax).map_err(unparsable)?)?;
             writer.finish_payload(&meta).map_err(|e| {
                 (
                     status::OUT_OF_RESOURCES,
                     format!("cannot write to the journal: {e}"),
                 )
             })?;
-            let ids = parse_in_memory(bytes, &transfer_syntax).map_err(unparsable)?;
-            if ids != leading_identifiers_of(&meta) {
-                return Err((
-                    status::CANNOT_UNDERSTAND,
-                    "the data set's identifiers differ from its first reading".into(),
-                ));
-            }
             store.commit_journaled(writer, &meta).map_err(store_error)
         }
         Sink::File {
@@ -672,9 +754,15 @@ fn finish_store(store: &Store, p: Pending, calling: &str) -> Result<Committed, (
                 let sync = s.spawn(|| file.sync_data());
                 let parsed = match mem.as_deref() {
                     Some(bytes) if transfer_syntax != uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => {
-                        parse_in_memory(bytes, &transfer_syntax)
+                        check_fragments(bytes, &transfer_syntax, max_instance_bytes)
+                            .map_err(malformed)
+                            .and_then(|()| {
+                                parse_in_memory(bytes, &transfer_syntax).map_err(unparsable)
+                            })
                     }
-                    _ => parse_file(&tmp_path),
+                    _ => crate::dataset::check_file(&tmp_path, max_instance_bytes)
+                        .map_err(malformed)
+                        .and_then(|_| parse_file(&tmp_path).map_err(unparsable)),
                 };
                 (sync.join(), parsed)
             });
@@ -688,7 +776,7 @@ fn finish_store(store: &Store, p: Pending, calling: &str) -> Result<Committed, (
                 }
                 Err(_) => return discard((status::OUT_OF_RESOURCES, "spool sync failed".into())),
             }
-            let meta = match parsed.map_err(unparsable).and_then(meta) {
+            let meta = match parsed.and_then(meta) {
                 Ok(m) => m,
                 Err(e) => return discard(e),
             };
@@ -725,59 +813,24 @@ fn parse_in_memory(fragments: &[Vec<u8>], transfer_syntax: &str) -> Result<Ident
     Ok(identifiers(&obj))
 }
 
-/// The identifiers that `meta` was made of.
-fn leading_identifiers_of(meta: &InstanceMeta) -> Identifiers {
-    Identifiers {
-        study_uid: meta.study_uid.clone(),
-        series_uid: meta.series_uid.clone(),
-        sop_instance_uid: meta.sop_instance_uid.clone(),
-        modality: meta.modality.clone(),
-    }
-}
-
-/// The identifiers, read from the top level of the data set up to Series Instance UID: what the
-/// journal record's trailer needs, without parsing the rest (a few elements, not the pixel data).
-fn leading_identifiers(
+/// A data set received in fragments, checked for structure (`crate::dataset`) before anything
+/// parses it.
+fn check_fragments(
     fragments: &[Vec<u8>],
     transfer_syntax: &str,
-) -> Result<Identifiers, String> {
-    use dicom_parser::dataset::{DataSetReader, DataToken};
-    let ts = known_transfer_syntax(transfer_syntax)?;
-    let mut reader =
-        DataSetReader::new_with_ts(Fragments::new(fragments), ts).map_err(|e| e.to_string())?;
-    let mut ids = Identifiers::default();
-    let mut depth = 0usize;
-    let mut value_of = None;
-    for token in &mut reader {
-        match token.map_err(|e| e.to_string())? {
-            DataToken::SequenceStart { tag, .. }
-                if depth == 0 && tag > tags::SERIES_INSTANCE_UID =>
-            {
-                break;
-            }
-            DataToken::SequenceStart { .. } => depth += 1,
-            DataToken::SequenceEnd => depth = depth.saturating_sub(1),
-            DataToken::PixelSequenceStart => break,
-            DataToken::ElementHeader(h) if depth == 0 => {
-                if h.tag > tags::SERIES_INSTANCE_UID {
-                    break;
-                }
-                value_of = Some(h.tag);
-            }
-            DataToken::PrimitiveValue(v) => {
-                let text = || v.to_str().trim_end_matches(['\0', ' ']).to_string();
-                match value_of.take() {
-                    Some(tags::SOP_INSTANCE_UID) => ids.sop_instance_uid = text(),
-                    Some(tags::MODALITY) => ids.modality = text(),
-                    Some(tags::STUDY_INSTANCE_UID) => ids.study_uid = text(),
-                    Some(tags::SERIES_INSTANCE_UID) => ids.series_uid = text(),
-                    _ => {}
-                }
-            }
-            _ => {}
-        }
+    max_instance_bytes: u64,
+) -> Result<(), Malformed> {
+    let total: u64 = fragments.iter().map(|f| f.len() as u64).sum();
+    if total > max_instance_bytes {
+        return Err(Malformed::TooLarge {
+            max: max_instance_bytes,
+        });
     }
-    Ok(ids)
+    crate::dataset::check(
+        Fragments::new(fragments),
+        total,
+        Encoding::of(transfer_syntax)?,
+    )
 }
 
 /// Fragments read as one stream, without joining them (hand-written: std chains two readers only).
@@ -810,9 +863,14 @@ impl std::io::Read for Fragments<'_> {
     }
 }
 
-/// Parse a whole Part 10 file (inflating a deflated one).
+/// Parse a Part 10 file (inflating a deflated one) up to its pixel data, which
+/// `crate::dataset::check_file` has already walked: an instance too large to be kept in memory is
+/// not read into it here either.
 fn parse_file(file: &std::path::Path) -> Result<Identifiers, String> {
-    let obj = dicom_object::open_file(file).map_err(|e| e.to_string())?;
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(file)
+        .map_err(|e| e.to_string())?;
     Ok(identifiers(&obj))
 }
 
@@ -836,7 +894,7 @@ mod tests {
     use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
     #[test]
-    fn leading_identifiers_are_the_top_level_ones_and_match_the_whole_parse() {
+    fn fragments_are_checked_and_parsed_as_one_stream() {
         let text = |tag, vr, s: &str| DataElement::new(tag, vr, PrimitiveValue::from(s));
         // A sequence before Series Instance UID whose item holds one of its own, and an element
         // after it (read at the top level, it would end the reading there).
@@ -875,9 +933,20 @@ mod tests {
             obj.write_dataset_with_ts(&mut bytes, ts).expect("write");
             // Split at odd places, as PDVs may be.
             let fragments: Vec<Vec<u8>> = bytes.chunks(7).map(<[u8]>::to_vec).collect();
-            let ids = leading_identifiers(&fragments, ts_uid).expect("read");
-            assert_eq!(ids, want, "{ts_uid}");
-            assert_eq!(parse_in_memory(&fragments, ts_uid).expect("parse"), ids);
+            check_fragments(&fragments, ts_uid, 1 << 20).expect("well formed");
+            assert_eq!(parse_in_memory(&fragments, ts_uid).expect("parse"), want);
+            assert!(matches!(
+                check_fragments(&fragments, ts_uid, bytes.len() as u64 - 1),
+                Err(Malformed::TooLarge { .. })
+            ));
+            // A stray byte after the pixel data: refused, where dicom-rs reads it as the end.
+            let mut stray = fragments.clone();
+            stray.push(vec![0]);
+            assert!(parse_in_memory(&stray, ts_uid).is_ok());
+            assert!(matches!(
+                check_fragments(&stray, ts_uid, 1 << 20),
+                Err(Malformed::Trailing { left: 1, .. })
+            ));
         }
     }
 }
