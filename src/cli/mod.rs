@@ -89,6 +89,9 @@ pub enum Command {
     Models(models::ModelsCommand),
     /// Configuration: print the commented default, or check a file
     Config(config_cmd::ConfigArgs),
+    /// The node's analysis of one job, in a process of its own (started by `serve`)
+    #[command(hide = true)]
+    AnalyzeJob { input: PathBuf, out: PathBuf },
 }
 
 /// The per-lobe table that `phantom` (truth) and `analyze` (findings) print.
@@ -160,5 +163,10 @@ pub fn run(args: Cli) -> anyhow::Result<ExitCode> {
         Command::Analyze(a) => analyze::run(a, &config),
         Command::Models(c) => models::run(c, &config),
         Command::Demo(a) => demo::run(a, &config),
+        Command::AnalyzeJob { input, out } => {
+            pulmo::pipeline::worker::run_child(&config, &input, &out)
+                .map_err(anyhow::Error::msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

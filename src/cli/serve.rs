@@ -12,6 +12,7 @@ use pulmo::config::Config;
 use pulmo::metrics::{self, Metrics};
 use pulmo::net::{deliver, scp};
 use pulmo::pipeline::job::{self, Analysis, StudyProcessor};
+use pulmo::pipeline::worker::Isolated;
 use pulmo::store::{JournalConfig, Store};
 
 /// How often idle workers look for stable studies and due deliveries.
@@ -117,7 +118,15 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
         "store opened"
     );
     let metrics = Arc::new(Metrics::new());
-    let analysis = Analysis::new(config.clone()).context("loading the SR template")?;
+    // Checked here, so that a template that does not load stops the node at its start.
+    Analysis::new(config.clone()).context("loading the SR template")?;
+    let exe = std::env::current_exe().context("finding the pulmo executable")?;
+    let analysis = Isolated::new(
+        exe,
+        config,
+        config.storage.data_dir.join("analysis-config.toml"),
+    )
+    .context("writing the analysis processes' configuration")?;
     let config = Arc::new(config.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -19,7 +19,7 @@ use crate::store::outbox::ResultObject;
 use crate::store::{JobState, Store, StoreError, StudyJobInput};
 
 /// What a processor made of a study.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum Processed {
     /// Result objects written under the job's folder, and how long each stage took.
     Produced {

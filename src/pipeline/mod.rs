@@ -1,12 +1,13 @@
 //! The study job: reading DICOM files (`scan`), choosing the series to measure (`select`),
 //! building its HU volume (`assemble`), the analysis in stage order (`analyze`), and running the
-//! node's stable studies through it (`job`).
+//! node's stable studies through it (`job`), each in a child process (`worker`).
 
 pub mod analyze;
 pub mod assemble;
 pub mod job;
 pub mod scan;
 pub mod select;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 

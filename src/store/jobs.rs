@@ -69,7 +69,7 @@ pub struct Job {
 }
 
 /// What a worker needs to run a job: its study's instance files as they were when it started.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StudyJobInput {
     pub job_id: i64,
     pub study_uid: String,
