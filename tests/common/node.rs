@@ -1,5 +1,6 @@
 //! A `pulmo serve` node, DCMTK storescp as a stand-in PACS, and the config pieces tests give them.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use super::*;
+use pulmo::iod::transfer_syntax::Syntax;
 
 /// `pulmo serve` on a free loopback port; killed when dropped.
 pub struct Node {
@@ -206,4 +208,106 @@ pub fn jobs(status: &serde_json::Value) -> Vec<serde_json::Value> {
 
 pub fn deliveries(status: &serde_json::Value) -> Vec<serde_json::Value> {
     status["deliveries"].as_array().cloned().unwrap_or_default()
+}
+
+pub fn echoscu(port: u16, called: &str, calling: &str) -> (bool, String) {
+    let out = run(Command::new(tool("echoscu"))
+        .args(["-aec", called, "-aet", calling, "127.0.0.1"])
+        .arg(port.to_string()));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// storescu proposing exactly `syntax`, so that it sends each file as it is (no conversion).
+pub fn storescu(port: u16, dir: &Path, syntax: Syntax) {
+    let propose = match syntax {
+        Syntax::Implicit => "-xi",
+        Syntax::Explicit => "-xe",
+        Syntax::Deflated => "-xd",
+        Syntax::Rle => "-xr",
+        Syntax::JpegLs => "-xt",
+        Syntax::JpegLossless => "-xs",
+        Syntax::Jpeg2000 => "-xv",
+    };
+    run_ok(
+        Command::new(tool("storescu"))
+            .env("TCP_NODELAY", "1")
+            .args(["-aec", "PULMO", propose, "-R", "+sd", "+r", "127.0.0.1"])
+            .arg(port.to_string())
+            .arg(dir),
+    );
+}
+
+/// The data set bytes of a Part 10 file (after the file meta group).
+pub fn data_set(path: &Path) -> Vec<u8> {
+    let b = std::fs::read(path).expect("read");
+    let group_len = u32::from_le_bytes([b[140], b[141], b[142], b[143]]) as usize;
+    b[144 + group_len..].to_vec()
+}
+
+/// SOP Instance UID → data set bytes, of every file sent.
+pub fn sent(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    dicom_files(dir)
+        .into_iter()
+        .map(|f| {
+            let uid = dicom_object::OpenFileOptions::new()
+                .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+                .open_file(&f)
+                .expect("open")
+                .meta()
+                .media_storage_sop_instance_uid()
+                .trim_end_matches('\0')
+                .to_string();
+            (uid, data_set(&f))
+        })
+        .collect()
+}
+
+pub fn inflate(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::DeflateDecoder::new(bytes), &mut out)
+        .expect("inflate");
+    out
+}
+
+/// Every sent instance is in the spool, data set byte-identical.
+pub fn assert_stored(node: &Node, sent: &BTreeMap<String, Vec<u8>>, what: &str) {
+    // Acknowledged instances are durable in the journal; their spool files are written once the
+    // transfer has gone quiet.
+    let in_spool = || {
+        let names: std::collections::BTreeSet<String> = dicom_files(&node.data.join("spool"))
+            .iter()
+            .filter_map(|p| Some(p.file_stem()?.to_string_lossy().to_string()))
+            .collect();
+        sent.keys().all(|k| names.contains(k))
+    };
+    let dir = node.data.parent().expect("node dir");
+    wait_for(dir, "every instance in the spool", 60, in_spool);
+    let stored: BTreeMap<String, PathBuf> = dicom_files(&node.data.join("spool"))
+        .into_iter()
+        .map(|p| {
+            (
+                p.file_stem().expect("stem").to_string_lossy().to_string(),
+                p,
+            )
+        })
+        .collect();
+    for (uid, bytes) in sent {
+        let p = stored
+            .get(uid)
+            .unwrap_or_else(|| panic!("{uid} not stored"));
+        let (got, want) = if what == "Deflated" {
+            // storescu inflates the file and deflates it again for the wire: the compressed
+            // bytes differ with the deflate implementation, the data set they hold must not.
+            (inflate(&data_set(p)), inflate(bytes))
+        } else {
+            (data_set(p), bytes.clone())
+        };
+        assert!(
+            got == want,
+            "{what} {uid}: stored data set differs from what was sent"
+        );
+    }
 }
