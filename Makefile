@@ -24,6 +24,7 @@ test: setup
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets --locked -- -D warnings
 	$(CARGO) test --release --locked
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} scripts/fuzz.sh
 
 clean:
 	rm -rf build target
