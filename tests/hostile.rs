@@ -330,15 +330,7 @@ fn absurd_geometry_is_skipped_with_its_reason() {
                 .arg(node.port.to_string())
                 .arg(shared.join(series)),
         );
-        wait_for(tmp.path(), series, 120, || {
-            jobs(&node.status())
-                .first()
-                .is_some_and(|j| j["state"] == "skipped")
-        });
-        let reason = jobs(&node.status())[0]["reason"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
+        let reason = first_job_reason(&node, "skipped", 120);
         assert!(reason.contains(why), "{series}: {reason}");
         assert_echo_within_a_second(&node, &format!("after {series}"));
     }
@@ -369,15 +361,7 @@ fn a_crashed_analysis_fails_its_job_and_the_node_goes_on() {
     });
     let child = child.expect("child");
     run_ok(Command::new("kill").arg("-9").arg(child.to_string()));
-    wait_for(tmp.path(), "the job to fail", 60, || {
-        jobs(&node.status())
-            .first()
-            .is_some_and(|j| j["state"] == "failed")
-    });
-    let reason = jobs(&node.status())[0]["reason"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    let reason = first_job_reason(&node, "failed", 60);
     assert!(
         reason.contains("SIGKILL") && reason.contains("not tried again"),
         "{reason}"
@@ -390,6 +374,20 @@ fn a_crashed_analysis_fails_its_job_and_the_node_goes_on() {
     let s = node.status();
     assert_eq!(jobs(&s).len(), 1, "{s:#}");
     assert_eq!(jobs(&s)[0]["state"], "failed", "{s:#}");
+}
+
+/// The reason of the node's first job, once it is in `state` (within `secs`).
+fn first_job_reason(node: &Node, state: &str, secs: u64) -> String {
+    let dir = node.data.parent().expect("node dir");
+    wait_for(dir, &format!("the job to be {state}"), secs, || {
+        jobs(&node.status())
+            .first()
+            .is_some_and(|j| j["state"] == state)
+    });
+    jobs(&node.status())[0]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// The pid of `pulmo analyze-job` started by the node `parent`, if one runs.
