@@ -200,6 +200,10 @@ fn data_set(path: &Path, file_ts: &str, ts: &str) -> Result<Vec<u8>, String> {
             .map(<[u8]>::to_vec)
             .ok_or_else(|| "file meta group longer than the file".into());
     }
+    // Sent as it is above; parsed here, so checked first (a hostile file must not take the
+    // sender down either).
+    crate::dataset::check_file(path, crate::dataset::MAX_FILE_BYTES)
+        .map_err(|e| format!("malformed: {e}"))?;
     let obj = dicom_object::open_file(path).map_err(|e| format!("cannot parse: {e}"))?;
     let target = TransferSyntaxRegistry
         .get(ts)
