@@ -106,11 +106,6 @@ impl Encoding {
             deflated: uid == "1.2.840.10008.1.2.1.99" || uid == "1.2.840.10008.1.2.8.1",
         })
     }
-
-    /// Whether the data set is deflated (`check` takes it inflated).
-    pub fn deflated(self) -> bool {
-        self.deflated
-    }
 }
 
 /// A data set of `total` bytes (not deflated) read from `source`, checked as the module says.
@@ -262,24 +257,22 @@ impl<R: Read> Source<R> {
         Ok(())
     }
 
-    fn u16(&mut self) -> Result<u16, Malformed> {
-        let mut b = [0u8; 2];
+    /// `N` bytes in the data set's byte order, as a little-endian array.
+    fn int<const N: usize>(&mut self) -> Result<[u8; N], Malformed> {
+        let mut b = [0u8; N];
         self.read(&mut b)?;
-        Ok(if self.big_endian {
-            u16::from_be_bytes(b)
-        } else {
-            u16::from_le_bytes(b)
-        })
+        if self.big_endian {
+            b.reverse();
+        }
+        Ok(b)
+    }
+
+    fn u16(&mut self) -> Result<u16, Malformed> {
+        self.int().map(u16::from_le_bytes)
     }
 
     fn u32(&mut self) -> Result<u32, Malformed> {
-        let mut b = [0u8; 4];
-        self.read(&mut b)?;
-        Ok(if self.big_endian {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        })
+        self.int().map(u32::from_le_bytes)
     }
 
     fn tag(&mut self) -> Result<Tag, Malformed> {
@@ -673,7 +666,7 @@ mod tests {
         assert!(
             Encoding::of("1.2.840.10008.1.2.1.99\0")
                 .expect("known")
-                .deflated()
+                .deflated
         );
     }
 }

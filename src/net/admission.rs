@@ -50,17 +50,22 @@ pub struct Conn {
     pub deadline: Arc<Deadline>,
 }
 
-/// The open connections and how many each peer address holds.
+/// The open connections.
 #[derive(Default)]
 pub struct Connections {
     pub open: std::collections::HashMap<u64, Conn>,
-    pub per_peer: std::collections::HashMap<std::net::IpAddr, u32>,
+}
+
+impl Connections {
+    /// How many connections `ip` holds (a handful of entries at most: `max_associations`).
+    pub fn held_by(&self, ip: std::net::IpAddr) -> usize {
+        self.open.values().filter(|c| c.peer.ip() == ip).count()
+    }
 }
 
 /// Removes its connection from `Connections` when the association's thread ends.
 pub struct Registered {
     pub id: u64,
-    pub ip: std::net::IpAddr,
     pub all: Arc<std::sync::Mutex<Connections>>,
 }
 
@@ -68,12 +73,6 @@ impl Drop for Registered {
     fn drop(&mut self) {
         if let Ok(mut c) = self.all.lock() {
             c.open.remove(&self.id);
-            if let Some(n) = c.per_peer.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    c.per_peer.remove(&self.ip);
-                }
-            }
         }
     }
 }

@@ -136,9 +136,9 @@ pub async fn serve(
                 };
                 let held = connections
                     .lock()
-                    .map(|c| c.per_peer.get(&peer.ip()).copied().unwrap_or(0))
-                    .unwrap_or(u32::MAX);
-                let permit = if held >= per_peer_limit {
+                    .map(|c| c.held_by(peer.ip()))
+                    .unwrap_or(usize::MAX);
+                let permit = if held >= per_peer_limit as usize {
                     Err(format!("{held} associations from this address already (limit {per_peer_limit})"))
                 } else {
                     slots
@@ -186,8 +186,7 @@ pub async fn serve(
                 let registered = match (stream.try_clone(), connections.lock()) {
                     (Ok(clone), Ok(mut c)) => {
                         c.open.insert(id, Conn { socket: clone, peer, deadline: deadline.clone() });
-                        *c.per_peer.entry(peer.ip()).or_default() += 1;
-                        Registered { id, ip: peer.ip(), all: connections.clone() }
+                        Registered { id, all: connections.clone() }
                     }
                     _ => {
                         tracing::warn!(%peer, "cannot watch the connection; closed");
