@@ -17,5 +17,6 @@ pub mod phantom;
 pub mod picture;
 pub mod pipeline;
 pub mod quant;
+pub mod segment;
 pub mod store;
 pub mod volume;

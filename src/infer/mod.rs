@@ -3,32 +3,12 @@
 //! - `runtime`: finding and loading ONNX Runtime, sessions on the first working provider.
 //! - `model`: model manifests and loaded models.
 //! - `resample`: source grid ↔ model grid.
-//! - `border`: the lungs' border placed by the CT where a lobes model is unsure.
-//! - `flood`: breadth-first growth within a slice, for the CT rules.
-//! - `opacity_edge`: opacities carried out to the edge the CT shows.
-//! - `dense`: the lung's dense structures against a finding.
-//! - `solid_lesions`: found opacities that are a solid lesion, kept by the filters.
-//! - `vessel_opacities`: small findings that are a vessel, dropped.
-//! - `fissures`: the border between two lobes moved to the fissure the CT shows.
-//! - `fissure_surface`: each fissure as one smooth surface on the CT's faint ridge.
-//! - `consolidated_lobe`: a consolidated lobe's fissure placed at its consolidation's edge.
 //! - `run`: patches, slices and whole-volume runs, blending.
-//! - `postprocess`: connected components, holes, opacities inside the lungs.
 
-pub mod border;
-pub mod consolidated_lobe;
-pub mod dense;
-pub mod fissure_surface;
-pub mod fissures;
-pub mod flood;
 pub mod model;
-pub mod opacity_edge;
-pub mod postprocess;
 pub mod resample;
 pub mod run;
 pub mod runtime;
-pub mod solid_lesions;
-pub mod vessel_opacities;
 
 use std::path::PathBuf;
 

@@ -17,8 +17,8 @@
 
 use rayon::prelude::*;
 
-use super::border::{Voxel, refine_slice};
 use super::model::LungBorder;
+use crate::segment::border::{Voxel, refine_slice};
 use crate::volume::Geometry;
 
 /// A model grid over a source volume; arrays are `[z][y][x]`.

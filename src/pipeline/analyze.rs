@@ -11,9 +11,10 @@ use thiserror::Error;
 use super::select::Skipped;
 use super::{ReadStudyError, read_study_files};
 use crate::config::Config;
-use crate::infer::{self, InferError, ModelInfo, ModelSet, postprocess};
+use crate::infer::{self, InferError, ModelInfo, ModelSet};
 use crate::iod::common::SourceSeries;
 use crate::quant::{self, Findings, qc};
+use crate::segment::{self, postprocess};
 use crate::volume::{Geometry, Volume};
 
 /// Reports progress of the stages; the command line draws bars or writes log lines.
@@ -105,7 +106,7 @@ pub fn write_overlay(
             .qc
             .iter()
             .filter(|c| !c.passed)
-            .map(|c| format!("{} {:.3} (limit {})", c.name, c.value, c.limit))
+            .map(|c| c.message.clone())
             .collect(),
         disclaimer: analysis.note,
     };
@@ -321,8 +322,11 @@ fn largest_slices(masks: &Masks) -> (BTreeMap<String, crate::iod::sr::Spot>, cra
     (lobes, lung)
 }
 
-pub const NOTE: &str = "Automated analysis by pulmo with reference models trained on synthetic data \
-     for integration and testing. Unverified; not for clinical use.";
+pub const NOTE: &str = "Automated analysis by pulmo. The lung is taken from the CT's densities; the \
+     lobes, the opacities and the COVID-19 probability come from reference models trained on \
+     synthetic data only, for integration and testing: on real chest CT their lobe borders are \
+     unvalidated and the COVID-19 probability is no better than chance. Unverified; not for \
+     clinical use.";
 
 /// Analyse the study made of `files` (`origin` names them in errors) with `models`.
 pub fn analyze(
@@ -366,8 +370,19 @@ pub fn analyze(
         })?;
     timed("lobes", t, progress);
     let t = Instant::now();
-    postprocess::clean_lobes(&mut lobes, dims);
-    timed("lobes_postprocess", t, progress);
+    let lungs = segment::lung::segment(&volume);
+    let model_lung: Vec<bool> = lobes.iter().map(|&l| l > 0).collect();
+    timed("lung", t, progress);
+    let t = Instant::now();
+    let laid = segment::lobes::lay(&mut lobes, &lungs.side, dims);
+    tracing::debug!(
+        from_model = laid.from_model,
+        grown = laid.grown,
+        without_lobe = laid.without_lobe,
+        model_outside = laid.model_outside,
+        "lobes laid on the lung"
+    );
+    timed("lobes_on_lung", t, progress);
 
     progress.stage("opacities");
     let t = Instant::now();
@@ -387,11 +402,11 @@ pub fn analyze(
     // After the classifier: it learnt from the opacities model's maps as they come out of it.
     // Judged as the model found them, before the filters that would drop them.
     // The two rules that judge findings against the dense lung share one labelling of it.
-    let mut lung = infer::dense::Lung::new(&lobes, &volume.hu, dims);
+    let mut lung = segment::dense::Lung::new(&lobes, &volume.hu, dims);
     let solid = match &models.opacities.manifest.output.solid_lesions {
         Some(rule) => {
             let t = Instant::now();
-            let found = infer::solid_lesions::find(&opacities, &mut lung, dims, g.spacing, rule);
+            let found = segment::solid_lesions::find(&opacities, &mut lung, dims, g.spacing, rule);
             timed("solid_lesions", t, progress);
             tracing::debug!(
                 solid = found.len(),
@@ -399,7 +414,7 @@ pub fn analyze(
             );
             found
         }
-        None => infer::solid_lesions::Found::default(),
+        None => segment::solid_lesions::Found::default(),
     };
     if let Some(r) = models.opacities.manifest.output.min_inscribed_radius_voxels {
         let t = Instant::now();
@@ -408,18 +423,18 @@ pub fn analyze(
     }
     if let Some(rule) = &models.opacities.manifest.output.opacity_edge {
         let t = Instant::now();
-        infer::opacity_edge::grow(&mut opacities, &lobes, &volume.hu, dims, g.spacing, rule);
+        segment::opacity_edge::grow(&mut opacities, &lobes, &volume.hu, dims, g.spacing, rule);
         timed("opacity_edge", t, progress);
     }
     if let Some(rule) = &models.opacities.manifest.output.vessel_opacities {
         let t = Instant::now();
-        infer::vessel_opacities::drop(&mut opacities, &mut lung, dims, g.spacing, rule, &solid);
+        segment::vessel_opacities::drop(&mut opacities, &mut lung, dims, g.spacing, rule, &solid);
         timed("vessel_opacities", t, progress);
     }
     // After the opacity rules: found opacities keep the lobes model's labels.
     if let Some(rule) = &models.lobes.manifest.output.fissures {
         let t = Instant::now();
-        infer::fissures::snap(&mut lobes, &opacities, &volume.hu, dims, g.spacing, rule);
+        segment::fissures::snap(&mut lobes, &opacities, &volume.hu, dims, g.spacing, rule);
         timed("fissures", t, progress);
     }
     if let Some(rule) = &models.lobes.manifest.output.fissure_surface {
@@ -430,7 +445,7 @@ pub fn analyze(
             .output
             .fissures
             .is_some_and(|f| f.acts_on(g.spacing));
-        infer::fissure_surface::fit(
+        segment::fissure_surface::fit(
             &mut lobes, &opacities, &volume.hu, dims, g.spacing, rule, thin,
         );
         timed("fissure_surface", t, progress);
@@ -438,14 +453,18 @@ pub fn analyze(
     // Last: it judges the opacities as they will be measured.
     if let Some(rule) = &models.lobes.manifest.output.consolidated_lobe {
         let t = Instant::now();
-        infer::consolidated_lobe::claim(&mut lobes, &opacities, dims, rule);
+        segment::consolidated_lobe::claim(&mut lobes, &opacities, dims, rule);
         timed("consolidated_lobe", t, progress);
     }
 
     progress.stage("measure");
     let t = Instant::now();
     let measurements = quant::measure(&lobes, &opacities, g.voxel_volume_ml());
-    let checks = qc::check(&volume, &lobes, &measurements);
+    let evidence = qc::LungEvidence {
+        lungs: &lungs,
+        model_lung: &model_lung,
+    };
+    let checks = qc::check(&volume, &lobes, &measurements, &evidence);
     timed("measure", t, progress);
 
     for (name, v) in [
@@ -488,6 +507,7 @@ pub fn analyze(
         findings: Findings {
             measurements,
             covid_probability,
+            reliability: Findings::reliability_of(&checks),
             qc: checks,
             qc_passed,
         },

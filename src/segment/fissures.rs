@@ -15,8 +15,8 @@ use std::collections::VecDeque;
 
 use rayon::prelude::*;
 
-use super::model::Fissures;
 use super::postprocess::{bounding_box, neighbours6, squared_depth};
+use crate::infer::model::Fissures;
 use crate::quant::opacity;
 
 /// 0: background; 1: right lung; 2: left lung (labels as `quant::Lobe`).

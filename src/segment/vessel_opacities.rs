@@ -21,9 +21,9 @@
 use std::collections::{HashMap, HashSet};
 
 use super::dense::{self, Lung};
-use super::model::VesselOpacities;
 use super::postprocess::OpacityComponents;
 use super::solid_lesions::Found;
+use crate::infer::model::VesselOpacities;
 
 /// Drop from `opacities` (labels on the CT grid, `[z][y][x]` of `dims`, `spacing` in mm as `[x,
 /// y, z]`) the small components that are mostly vessel, judged on `lung`. Findings that hold one

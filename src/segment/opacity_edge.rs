@@ -15,7 +15,7 @@
 use rayon::prelude::*;
 
 use super::flood;
-use super::model::OpacityEdge;
+use crate::infer::model::OpacityEdge;
 
 /// Grow `opacities` (labels on the CT grid, `[z][y][x]` of `dims`, `spacing` in mm as `[x, y,
 /// z]`) into the lung (`lobes` > 0) wherever the CT (`hu`) is dense enough, slice by slice.

@@ -16,8 +16,8 @@
 use std::collections::HashSet;
 
 use super::dense::{self, Lung};
-use super::model::SolidLesions;
 use super::postprocess::OpacityComponents;
+use crate::infer::model::SolidLesions;
 use crate::quant::opacity;
 
 /// The solid lesions found, each by one of its voxels (indices into `[z][y][x]` of the CT
@@ -99,7 +99,7 @@ pub fn find(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::infer::postprocess::drop_thin_opacities;
+    use crate::segment::postprocess::drop_thin_opacities;
 
     const DIMS: [usize; 3] = [7, 12, 20];
     const SPACING: [f64; 3] = [1.0, 1.0, 1.0];

@@ -21,7 +21,7 @@
 use rayon::prelude::*;
 
 use super::fissures::gaussian_kernel;
-use super::model::FissureSurface;
+use crate::infer::model::FissureSurface;
 use crate::quant::opacity;
 
 /// Step (mm) of the search for the shift along z.

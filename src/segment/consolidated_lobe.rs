@@ -15,8 +15,8 @@
 
 use std::collections::HashMap;
 
-use super::model::ConsolidatedLobe;
 use super::postprocess::{neighbours6, run_components_where};
+use crate::infer::model::ConsolidatedLobe;
 use crate::quant::{Lobe, opacity};
 
 /// Relabel in `lobes` (labels on the CT grid, `[z][y][x]` of `dims`) the voxels of each found

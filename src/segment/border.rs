@@ -10,7 +10,7 @@
 //! chest wall is invisible on CT and the model's guess is the better one there.
 
 use super::flood;
-use super::model::LungBorder;
+use crate::infer::model::LungBorder;
 
 /// What the upsampling knows of one CT voxel of a slice.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,13 +1,12 @@
-//! Cleaning model output on the source grid: the largest connected component of each lung,
-//! what the lungs enclose in 3D filled with the surrounding lobe, opacities kept inside the lungs
-//! and, where the opacities model's manifest asks, thin opacity components dropped.
+//! Connected components, holes and distances on the source grid, shared by the stages; opacities
+//! kept inside the lungs and, where the opacities model's manifest asks, thin opacity components
+//! dropped.
 
 use std::collections::VecDeque;
 
 use rayon::prelude::*;
 
 use super::solid_lesions::Found;
-use crate::quant::Lobe;
 
 /// A run of set voxels along x: slice z, row y, columns x0..x1 (exclusive).
 #[derive(Debug, Clone, Copy)]
@@ -135,31 +134,6 @@ pub fn largest_component(mask: &[bool], dims: [usize; 3]) -> Vec<bool> {
     keep
 }
 
-/// Background (label 0) that cannot reach any face of the volume through background, in 3D.
-/// Enclosed in 3D, not slice by slice: in an axial slice the dome of the diaphragm, ringed by the
-/// costophrenic recesses, looks like a hole in the lower lobe; filled, it became lung, and the
-/// opacities model, told it was lung, called its soft tissue consolidation (about 6 % of the
-/// right lower lobe of a normal phantom).
-fn enclosed_background(labels: &[u8], dims: [usize; 3]) -> Vec<bool> {
-    let (nz, ny, nx) = (dims[0], dims[1], dims[2]);
-    let background: Vec<bool> = labels.iter().map(|&l| l == 0).collect();
-    let (runs, roots) = run_components(&background, dims);
-    let mut open = vec![false; runs.len()];
-    for (r, &root) in runs.iter().zip(&roots) {
-        if r.z == 0 || r.z + 1 == nz || r.y == 0 || r.y + 1 == ny || r.x0 == 0 || r.x1 == nx {
-            open[root as usize] = true;
-        }
-    }
-    let mut hole = vec![false; labels.len()];
-    for (r, &root) in runs.iter().zip(&roots) {
-        if !open[root as usize] {
-            let base = (r.z * ny + r.y) * nx;
-            hole[base + r.x0..base + r.x1].fill(true);
-        }
-    }
-    hole
-}
-
 /// The 6-neighbours of voxel `i` of `dims`.
 pub(crate) fn neighbours6(i: usize, dims: [usize; 3]) -> [Option<usize>; 6] {
     let (ny, nx) = (dims[1], dims[2]);
@@ -173,37 +147,6 @@ pub(crate) fn neighbours6(i: usize, dims: [usize; 3]) -> [Option<usize>; 6] {
         (z > 0).then(|| i - plane),
         (z + 1 < dims[0]).then(|| i + plane),
     ]
-}
-
-/// Fill background enclosed by lung in 3D with the label of the nearest lung voxel.
-fn fill_enclosed(labels: &mut [u8], dims: [usize; 3]) {
-    let mut hole = enclosed_background(labels, dims);
-    // Grow the surrounding labels into the holes, breadth first from their rims: each hole voxel
-    // takes the label of the nearest lung voxel, in time linear in the holes' size.
-    let mut queue = VecDeque::new();
-    for (i, h) in hole.iter_mut().enumerate() {
-        if *h
-            && neighbours6(i, dims)
-                .into_iter()
-                .flatten()
-                .any(|j| labels[j] > 0)
-        {
-            *h = false; // queued
-            queue.push_back(i);
-        }
-    }
-    while let Some(i) = queue.pop_front() {
-        let nb = neighbours6(i, dims);
-        if let Some(l) = nb.into_iter().flatten().map(|j| labels[j]).find(|&l| l > 0) {
-            labels[i] = l;
-        }
-        for j in nb.into_iter().flatten() {
-            if hole[j] {
-                hole[j] = false;
-                queue.push_back(j);
-            }
-        }
-    }
 }
 
 /// The 4-neighbours of pixel `i` in an `nx × ny` image.
@@ -283,24 +226,6 @@ pub fn fill_holes_per_slice(labels: &mut [u8], dims: [usize; 3]) {
             }
         }
     });
-}
-
-/// Clean a lobe label volume in place: largest component per lung, then what the lungs enclose
-/// in 3D filled.
-pub fn clean_lobes(labels: &mut [u8], dims: [usize; 3]) {
-    for right in [true, false] {
-        let mask: Vec<bool> = labels
-            .iter()
-            .map(|&l| Lobe::from_label(l).is_some_and(|lobe| lobe.right() == right))
-            .collect();
-        let keep = largest_component(&mask, dims);
-        for ((l, m), k) in labels.iter_mut().zip(&mask).zip(&keep) {
-            if *m && !*k {
-                *l = 0;
-            }
-        }
-    }
-    fill_enclosed(labels, dims);
 }
 
 /// Opacities only count inside the lungs.
@@ -572,50 +497,6 @@ mod tests {
         let keep = largest_component(&mask, [2, 3, 3]);
         let kept: Vec<usize> = (0..18).filter(|&i| keep[i]).collect();
         assert_eq!(kept, vec![0, 1, 9, 12]);
-    }
-
-    /// 3 × 5 × 5: a ring of lobe 1 in the middle slice, closed by a plate of lobe 1 below and,
-    /// if `closed`, above.
-    fn ring(closed: bool) -> Vec<u8> {
-        #[rustfmt::skip]
-        let plate = [
-            0, 0, 0, 0, 0,
-            0, 1, 1, 1, 0,
-            0, 1, 1, 1, 0,
-            0, 1, 1, 1, 0,
-            0, 0, 0, 0, 0,
-        ];
-        let mut middle = plate;
-        middle[12] = 0;
-        let top = if closed { plate } else { middle };
-        [plate, middle, top].concat()
-    }
-
-    #[test]
-    fn fills_what_the_lung_encloses_in_3d_with_the_lobe_around_it() {
-        let mut l = ring(true);
-        clean_lobes(&mut l, [3, 5, 5]);
-        assert_eq!(l[25 + 12], 1);
-        assert_eq!(l[25], 0);
-    }
-
-    #[test]
-    fn leaves_a_hole_that_opens_in_another_slice() {
-        // The dome of the diaphragm: ringed by lung in its slice, open to the abdomen in 3D.
-        let mut l = ring(false);
-        let before = l.clone();
-        clean_lobes(&mut l, [3, 5, 5]);
-        assert_eq!(l, before);
-        // The quality check's slice-by-slice filling does fill it.
-        fill_holes_per_slice(&mut l, [3, 5, 5]);
-        assert_eq!((l[25 + 12], l[50 + 12]), (1, 1));
-    }
-
-    #[test]
-    fn drops_a_stray_island_of_the_same_lung() {
-        let mut l = vec![1, 1, 1, 0, 0, 2, 0];
-        clean_lobes(&mut l, [1, 1, 7]);
-        assert_eq!(l, vec![1, 1, 1, 0, 0, 0, 0]);
     }
 
     #[test]
