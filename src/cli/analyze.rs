@@ -145,7 +145,10 @@ pub fn run(a: AnalyzeArgs, config: &Config) -> anyhow::Result<ExitCode> {
     if f.qc_passed {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("analysed with warnings: a quality check failed (see findings.json)");
+        eprintln!(
+            "analysed with warnings: a quality check failed (see findings.json): {}",
+            f.reliability
+        );
         Ok(ExitCode::from(EXIT_QC_WARNINGS))
     }
 }

@@ -167,7 +167,7 @@ fn summary_picture(s: &Summary<'_>) -> Picture {
     if s.failed_checks.is_empty() {
         put(&mut pic, &mut y, "Quality checks: all passed", white);
     } else {
-        put(&mut pic, &mut y, "Quality checks FAILED:", [255, 80, 80]);
+        put(&mut pic, &mut y, "NUMBERS NOT RELIABLE:", [255, 80, 80]);
         for f in &s.failed_checks {
             for l in wrap(&format!("- {f}"), per_line) {
                 put(&mut pic, &mut y, &l, [255, 80, 80]);

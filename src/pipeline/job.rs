@@ -25,6 +25,10 @@ pub enum Processed {
     Produced {
         files: Vec<PathBuf>,
         timings: Vec<(String, f64)>,
+        /// Set when a quality check failed: why the numbers are not reliable, kept as the job's
+        /// reason.
+        #[serde(default)]
+        warning: Option<String>,
     },
     /// Nothing to measure (no suitable series, say): the reason in words.
     Skipped(String),
@@ -89,7 +93,11 @@ pub fn run_one(
     });
     let total = t.elapsed().as_secs_f64();
     match processed {
-        Processed::Produced { files, timings } => {
+        Processed::Produced {
+            files,
+            timings,
+            warning,
+        } => {
             for (stage, s) in &timings {
                 sink.stage(stage, *s);
             }
@@ -107,7 +115,8 @@ pub fn run_one(
                     return Ok(true);
                 }
             };
-            let state = store.job_produced(job.job_id, &results, destinations)?;
+            let state =
+                store.job_produced(job.job_id, &results, destinations, warning.as_deref())?;
             tracing::info!(
                 objects = results.len(),
                 seconds = total,
@@ -241,7 +250,12 @@ impl StudyProcessor for Analysis {
             .map(|(k, v)| (k.to_string(), *v))
             .collect();
         timings.push(("seg".into(), t.elapsed().as_secs_f64()));
-        Processed::Produced { files, timings }
+        let f = &analysis.findings;
+        Processed::Produced {
+            files,
+            timings,
+            warning: (!f.qc_passed).then(|| f.reliability.clone()),
+        }
     }
 }
 
@@ -249,7 +263,9 @@ impl StudyProcessor for Analysis {
 fn classify_error(e: AnalyzeError) -> Processed {
     match e {
         AnalyzeError::Read(ReadStudyError::Select(
-            s @ (select::SelectError::NoImages | select::SelectError::NoSuitableSeries { .. }),
+            s @ (select::SelectError::NoImages
+            | select::SelectError::Unreadable { .. }
+            | select::SelectError::NoSuitableSeries { .. }),
         )) => Processed::Skipped(s.to_string()),
         AnalyzeError::Read(r @ ReadStudyError::Assemble(_)) => {
             Processed::Skipped(format!("the series cannot be measured: {r}"))
@@ -273,6 +289,7 @@ mod tests {
                 Ok(_) => Processed::Produced {
                     files: vec![dst],
                     timings: vec![("copy".into(), 0.0)],
+                    warning: None,
                 },
                 Err(e) => Processed::Failed(e.to_string()),
             }

@@ -109,6 +109,24 @@ pub struct Findings {
     pub covid_probability: f64,
     pub qc: Vec<qc::QcCheck>,
     pub qc_passed: bool,
+    /// In words, for whoever reads findings.json: whether the numbers can be relied on and why not.
+    pub reliability: String,
+}
+
+impl Findings {
+    /// `reliability` from the checks.
+    pub fn reliability_of(checks: &[qc::QcCheck]) -> String {
+        let failed: Vec<&str> = checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.message.as_str())
+            .collect();
+        if failed.is_empty() {
+            "every quality check passed (the models are still unverified on real CT)".into()
+        } else {
+            format!("NOT RELIABLE: {}", failed.join("; "))
+        }
+    }
 }
 
 /// CT severity score of one lobe (Pan et al., Radiology 2020): 0 none, 1 < 5 %, 2 5–25 %,

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::Measurements;
+use crate::segment::lung::{LEFT, Lungs, RIGHT, dice};
 use crate::volume::Volume;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -22,80 +23,78 @@ pub const LUNG_VOLUME_ML: (f64, f64) = (1500.0, 9000.0);
 pub const LOBE_SHARE_PERCENT: (f64, f64) = (3.0, 45.0);
 /// Largest slice spacing (mm) for a reliable opacity measurement.
 pub const MAX_SPACING_MM: f64 = 5.0;
-/// Smallest Dice between the model's lung mask and a simple HU-threshold lung mask.
+/// Smallest Dice between the lobes model's own lung and the CT's lung (`segment::lung`): below
+/// it, the model saw another chest than the CT shows and its lobe borders are guesses.
 pub const MIN_LUNG_DICE: f64 = 0.7;
+/// Largest share (%) of the aerated lung left without a lobe.
+pub const MAX_AERATED_WITHOUT_LOBE_PERCENT: f64 = 1.0;
+/// Each lung's smallest share (%) of both: below it one lung was lost (or removed).
+pub const MIN_LUNG_SIDE_PERCENT: f64 = 20.0;
+/// Largest noise (HU, standard deviation in the tracheal air): beyond it the CT is low dose or
+/// reconstructed with a sharp kernel, and neither the models nor the HU thresholds were tried on
+/// such images.
+pub const MAX_NOISE_HU: f64 = 60.0;
 /// Largest share (%) of lung voxels allowed on the first or last slice.
 pub const MAX_EDGE_SHARE_PERCENT: f64 = 0.05;
 
-/// Lung mask by HU threshold: air below −400 HU that is not outside the body (per slice, not
-/// reachable from the image border), the two largest 3D components, holes filled.
-pub fn threshold_lung_mask(volume: &Volume) -> Vec<bool> {
-    let g = &volume.geometry;
-    let dims = [g.slices, g.rows, g.columns];
-    let mut mask: Vec<u8> = volume.hu.iter().map(|&h| u8::from(h < -400)).collect();
-    let plane = g.rows * g.columns;
-    use rayon::prelude::*;
-    mask.par_chunks_mut(plane).for_each(|slab| {
-        let mut queue = std::collections::VecDeque::new();
-        for (i, v) in slab.iter_mut().enumerate() {
-            let (x, y) = (i % g.columns, i / g.columns);
-            if (x == 0 || y == 0 || x + 1 == g.columns || y + 1 == g.rows) && *v == 1 {
-                *v = 0;
-                queue.push_back(i);
-            }
-        }
-        while let Some(i) = queue.pop_front() {
-            let (x, y) = (i % g.columns, i / g.columns);
-            let mut visit = |j: usize| {
-                if slab[j] == 1 {
-                    slab[j] = 0;
-                    queue.push_back(j);
-                }
-            };
-            if x > 0 {
-                visit(i - 1);
-            }
-            if x + 1 < g.columns {
-                visit(i + 1);
-            }
-            if y > 0 {
-                visit(i - g.columns);
-            }
-            if y + 1 < g.rows {
-                visit(i + g.columns);
-            }
-        }
-    });
-    let air: Vec<bool> = mask.iter().map(|&m| m == 1).collect();
-    let first = crate::infer::postprocess::largest_component(&air, dims);
-    let rest: Vec<bool> = air.iter().zip(&first).map(|(&a, &f)| a && !f).collect();
-    let second = crate::infer::postprocess::largest_component(&rest, dims);
-    let mut labels: Vec<u8> = first
-        .iter()
-        .zip(&second)
-        .map(|(&a, &b)| u8::from(a || b))
-        .collect();
-    // Vessels and dense opacities enclosed by aerated lung belong to the lung.
-    crate::infer::postprocess::fill_holes_per_slice(&mut labels, dims);
-    labels.into_iter().map(|l| l > 0).collect()
+/// What the checks know of the lung besides the lobes: the CT's lung and the lobes model's own.
+pub struct LungEvidence<'a> {
+    pub lungs: &'a Lungs,
+    /// Voxels the lobes model labelled as any lobe, before they were laid on the CT's lung.
+    pub model_lung: &'a [bool],
 }
 
-fn dice(a: &[bool], b: &[bool]) -> f64 {
-    let (mut inter, mut na, mut nb) = (0u64, 0u64, 0u64);
-    for (&x, &y) in a.iter().zip(b) {
-        inter += u64::from(x && y);
-        na += u64::from(x);
-        nb += u64::from(y);
+/// Where the noise was measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoiseSite {
+    Trachea,
+    OutsideAir,
+}
+
+/// The standard deviation (HU) of air away from any wall: in the trachea and main bronchi (at
+/// least 2 mm and two voxels in from their wall) where there are 50 such voxels, else in the air around the
+/// patient at least 10 mm from anything denser (within the reconstructed field: padding far below
+/// −1000 HU is not air). `None` without 50 voxels of either.
+pub fn noise(volume: &Volume, lungs: &Lungs) -> Option<(f64, NoiseSite)> {
+    let g = &volume.geometry;
+    let dims = [g.slices, g.rows, g.columns];
+    // In-plane distances: the slices may be far apart.
+    let flat = [g.spacing[0], g.spacing[1], 1.0e4];
+    let sd = |set: &[bool], mm: f64| {
+        let depth = crate::segment::postprocess::squared_depth(set, dims, flat);
+        let r2 = (mm * mm) as f32;
+        let (mut n, mut sum, mut sq) = (0f64, 0f64, 0f64);
+        for (i, &d) in depth.iter().enumerate() {
+            if set[i] && d > r2 {
+                let h = f64::from(volume.hu[i]);
+                n += 1.0;
+                sum += h;
+                sq += h * h;
+            }
+        }
+        (n >= 50.0).then(|| (sq / n - (sum / n).powi(2)).max(0.0).sqrt())
+    };
+    // At least two voxels in as well: the airway mask's rim is the wall's partial volume.
+    let pixel = g.spacing[0].max(g.spacing[1]);
+    if let Some(v) = sd(&lungs.airway, (2.0f64).max(2.5 * pixel)) {
+        return Some((v, NoiseSite::Trachea));
     }
-    if na + nb == 0 {
-        1.0
-    } else {
-        2.0 * inter as f64 / (na + nb) as f64
-    }
+    let outside: Vec<bool> = volume
+        .hu
+        .iter()
+        .zip(&lungs.inside_air)
+        .map(|(&h, &inside)| !inside && (-1100..-500).contains(&h))
+        .collect();
+    sd(&outside, (10.0f64).max(3.0 * pixel)).map(|v| (v, NoiseSite::OutsideAir))
 }
 
 /// Run every check.
-pub fn check(volume: &Volume, lobes: &[u8], m: &Measurements) -> Vec<QcCheck> {
+pub fn check(
+    volume: &Volume,
+    lobes: &[u8],
+    m: &Measurements,
+    evidence: &LungEvidence,
+) -> Vec<QcCheck> {
     let g = &volume.geometry;
     let mut out = Vec::new();
 
@@ -187,18 +186,91 @@ pub fn check(volume: &Volume, lobes: &[u8], m: &Measurements) -> Vec<QcCheck> {
         },
     });
 
-    let model_lung: Vec<bool> = lobes.iter().map(|&l| l > 0).collect();
-    let d = dice(&model_lung, &threshold_lung_mask(volume));
+    let lungs = evidence.lungs;
+    let ct_lung: Vec<bool> = lungs.side.iter().map(|&s| s != 0).collect();
+    let d = dice(evidence.model_lung, &ct_lung);
     let ok = d >= MIN_LUNG_DICE;
     out.push(QcCheck {
-        name: "lung_mask_agreement",
+        name: "lobes_model_agreement",
         passed: ok,
         value: d,
-        limit: format!("Dice at least {MIN_LUNG_DICE} with a HU-threshold lung mask"),
+        limit: format!("Dice at least {MIN_LUNG_DICE} between the lobes model's lung and the CT's"),
         message: if ok {
-            "the model's lungs agree with the air-filled lungs of the CT".into()
+            "the lobes model saw the lungs the CT shows".into()
         } else {
-            format!("the model's lungs differ from the CT's air-filled lungs (Dice {d:.2})")
+            format!(
+                "the lobes model's lungs differ from the CT's (Dice {d:.2}): lobe borders are guesses"
+            )
+        },
+    });
+
+    // Aerated lung: the CT's lung where it is air (a lost lung is `both_lungs`' to catch).
+    let (mut aerated, mut without) = (0usize, 0usize);
+    for (i, &a) in lungs.inside_air.iter().enumerate() {
+        if a && !lungs.airway[i] && lungs.side[i] != 0 {
+            aerated += 1;
+            without += usize::from(lobes[i] == 0);
+        }
+    }
+    let share = 100.0 * without as f64 / aerated.max(1) as f64;
+    let ok = share <= MAX_AERATED_WITHOUT_LOBE_PERCENT;
+    out.push(QcCheck {
+        name: "aerated_lung_without_lobe",
+        passed: ok,
+        value: share,
+        limit: format!("at most {MAX_AERATED_WITHOUT_LOBE_PERCENT} % of the aerated lung"),
+        message: if ok {
+            "every part of the aerated lung is in a lobe".into()
+        } else {
+            format!("{share:.1} % of the aerated lung is in no lobe: lobe volumes are incomplete")
+        },
+    });
+
+    let (r, l) = (lungs.count(RIGHT), lungs.count(LEFT));
+    let smaller = 100.0 * r.min(l) as f64 / (r + l).max(1) as f64;
+    let ok = smaller >= MIN_LUNG_SIDE_PERCENT;
+    out.push(QcCheck {
+        name: "both_lungs",
+        passed: ok,
+        value: smaller,
+        limit: format!("each lung at least {MIN_LUNG_SIDE_PERCENT} % of both"),
+        message: if ok {
+            "both lungs found".into()
+        } else {
+            format!(
+                "one lung is {smaller:.0} % of both: it was not found, or is collapsed or resected"
+            )
+        },
+    });
+
+    let limit = format!("at most {MAX_NOISE_HU} HU (standard deviation of air)");
+    out.push(match noise(volume, lungs) {
+        Some((v, site)) => {
+            let ok = v <= MAX_NOISE_HU;
+            let at = match site {
+                NoiseSite::Trachea => "in the trachea",
+                NoiseSite::OutsideAir => "in the air around the patient",
+            };
+            QcCheck {
+                name: "noise",
+                passed: ok,
+                value: v,
+                limit,
+                message: if ok {
+                    format!("image noise {v:.0} HU {at} is within what pulmo was tried on")
+                } else {
+                    format!(
+                        "image noise {v:.0} HU {at} (low dose or a sharp kernel) is beyond what pulmo was tried on: opacity thresholds are unreliable"
+                    )
+                },
+            }
+        }
+        None => QcCheck {
+            name: "noise",
+            passed: false,
+            value: 0.0,
+            limit,
+            message: "no air to measure the image noise in".into(),
         },
     });
     out

@@ -212,12 +212,13 @@ impl Store {
 
     /// The analysis produced `results` (written and fsynced): one delivery per object and
     /// destination, and the job moves to delivering (done when there is no destination), in one
-    /// transaction.
+    /// transaction. `warning` (a failed quality check, in words) stays as the job's reason.
     pub fn job_produced(
         &self,
         job_id: i64,
         results: &[ResultObject],
         destinations: &[String],
+        warning: Option<&str>,
     ) -> Result<JobState, StoreError> {
         let now = now_ms();
         let mut db = self.conn()?;
@@ -245,8 +246,8 @@ impl Store {
             JobState::Delivering
         };
         tx.execute(
-            "UPDATE jobs SET state = ?2, reason = NULL, updated_ms = ?3 WHERE id = ?1",
-            params![job_id, state.as_str(), now],
+            "UPDATE jobs SET state = ?2, reason = ?4, updated_ms = ?3 WHERE id = ?1",
+            params![job_id, state.as_str(), now, warning],
         )?;
         tx.commit()?;
         Ok(state)
@@ -393,7 +394,9 @@ mod tests {
             "receiving",
             "uncovered instances show as receiving"
         );
-        store.job_produced(job.job_id, &[], &[]).expect("produced");
+        store
+            .job_produced(job.job_id, &[], &[], None)
+            .expect("produced");
         assert_eq!(store.promote_stable(0).expect("promote").len(), 1);
         let second = store.claim_job(0).expect("claim").expect("second job");
         assert_eq!(second.files.len(), 4);

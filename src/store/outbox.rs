@@ -119,8 +119,9 @@ fn settle_job(tx: &Transaction<'_>, delivery_id: i64, now: i64) -> Result<(), St
         return Ok(());
     }
     if failed == 0 {
+        // The reason stays: a done job's reason is its failed quality check, if any.
         tx.execute(
-            "UPDATE jobs SET state = 'done', reason = NULL, updated_ms = ?2
+            "UPDATE jobs SET state = 'done', updated_ms = ?2
              WHERE id = ?1 AND state = 'delivering'",
             params![job_id, now],
         )?;
@@ -293,7 +294,7 @@ mod tests {
         let dests: Vec<String> = dests.iter().map(|s| s.to_string()).collect();
         assert_eq!(
             store
-                .job_produced(job.job_id, &results, &dests)
+                .job_produced(job.job_id, &results, &dests, None)
                 .expect("produced"),
             JobState::Delivering
         );

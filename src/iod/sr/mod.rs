@@ -26,7 +26,7 @@ use crate::quant::{Findings, Lobe};
 pub const PRIVATE_SCHEME: &str = "99PULMO";
 
 /// Every private code the shipped template uses: (code, meaning).
-pub const PRIVATE_CODES: [(&str, &str); 15] = [
+pub const PRIVATE_CODES: [(&str, &str); 18] = [
     ("PULMO-PLO", "Percentage of lobe opacified"),
     ("PULMO-GGO", "Percentage of lobe with ground-glass opacity"),
     ("PULMO-CONS", "Percentage of lobe with consolidation"),
@@ -38,7 +38,16 @@ pub const PRIVATE_CODES: [(&str, &str); 15] = [
     ("PULMO-QC-LOBES", "Quality check: five lobes"),
     ("PULMO-QC-COVER", "Quality check: lung coverage"),
     ("PULMO-QC-SPACING", "Quality check: slice spacing"),
-    ("PULMO-QC-MASK", "Quality check: lung mask agreement"),
+    (
+        "PULMO-QC-MASK",
+        "Quality check: lobes model against the CT's lung",
+    ),
+    (
+        "PULMO-QC-AERATED",
+        "Quality check: aerated lung without lobe",
+    ),
+    ("PULMO-QC-SIDES", "Quality check: both lungs"),
+    ("PULMO-QC-NOISE", "Quality check: image noise"),
     ("PULMO-PASS", "Passed"),
     ("PULMO-FAIL", "Failed"),
     ("PULMO-EP", "Execution provider"),
@@ -136,6 +145,9 @@ fn qc_code(name: &str) -> &'static str {
         "five_lobes" => "PULMO-QC-LOBES",
         "lung_coverage" => "PULMO-QC-COVER",
         "slice_spacing" => "PULMO-QC-SPACING",
+        "aerated_lung_without_lobe" => "PULMO-QC-AERATED",
+        "both_lungs" => "PULMO-QC-SIDES",
+        "noise" => "PULMO-QC-NOISE",
         _ => "PULMO-QC-MASK",
     }
 }
@@ -158,7 +170,11 @@ impl ReportInput<'_> {
                 .map(|m| format!("{} {}", m.name, m.version))
                 .unwrap_or_else(|| "unknown".into())
         };
-        let failed: Vec<&str> = f.qc.iter().filter(|c| !c.passed).map(|c| c.name).collect();
+        let failed: Vec<&str> =
+            f.qc.iter()
+                .filter(|c| !c.passed)
+                .map(|c| c.message.as_str())
+                .collect();
         vec![
             ("language", "en-US".into()),
             ("device.uid", uid::from_name("pulmo/device/pulmo-1")),
@@ -198,7 +214,10 @@ impl ReportInput<'_> {
                 if failed.is_empty() {
                     "all quality checks passed".into()
                 } else {
-                    format!("quality checks failed: {}", failed.join(", "))
+                    format!(
+                        "THE NUMBERS IN THIS REPORT ARE NOT RELIABLE: {}",
+                        failed.join("; ")
+                    )
                 },
             ),
         ]
