@@ -278,7 +278,8 @@ fn broken_inputs_give_clear_errors() {
                 std::fs::write(d.join("notes.txt"), "this is not DICOM\n").expect("write");
                 std::fs::write(d.join("random.dcm"), [7u8; 4000]).expect("write");
             },
-            "no DICOM images were found",
+            // Never "no images": the files that were there, and why the first could not be read.
+            "no DICOM image could be read: 2 file(s) could not be read",
         ),
     ];
     for (name, breaker, needle) in cases {
@@ -324,7 +325,12 @@ fn two_studies_in_one_folder_are_refused() {
         false,
     );
     let err = read_study(tmp.path(), &SelectionConfig::default()).expect_err("two studies");
-    assert!(matches!(err, ReadStudyError::SeveralStudies(_)), "{err}");
+    let ReadStudyError::SeveralStudies { studies, .. } = &err else {
+        panic!("not several studies: {err}");
+    };
+    // The error names each study with its image count.
+    assert_eq!(studies.len(), 2, "{err}");
+    assert!(err.to_string().contains(&studies[1]), "{err}");
 }
 
 #[test]

@@ -63,7 +63,9 @@ pub fn run(a: InspectArgs, config: &Config) -> anyhow::Result<ExitCode> {
                     select::SelectError::NoSuitableSeries { skipped, .. } => {
                         serde_json::to_value(skipped)?
                     }
-                    select::SelectError::NoImages => json!([]),
+                    select::SelectError::NoImages | select::SelectError::Unreadable { .. } => {
+                        json!([])
+                    }
                 };
                 report.push(json!({
                     "study_instance_uid": study_uid,

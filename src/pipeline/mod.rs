@@ -23,8 +23,11 @@ pub enum ReadStudyError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{0} holds more than one study; give one study at a time")]
-    SeveralStudies(String),
+    #[error("{origin} holds {} studies ({}); give one study at a time", .studies.len(), .studies.join(", "))]
+    SeveralStudies {
+        origin: String,
+        studies: Vec<String>,
+    },
     #[error(transparent)]
     Select(#[from] select::SelectError),
     #[error(transparent)]
@@ -57,7 +60,13 @@ pub fn read_study_files(
     let scan = scan::scan_files(files);
     let mut studies = select::by_study(scan.frames);
     if studies.len() > 1 {
-        return Err(ReadStudyError::SeveralStudies(origin.to_string()));
+        return Err(ReadStudyError::SeveralStudies {
+            origin: origin.to_string(),
+            studies: studies
+                .iter()
+                .map(|(uid, frames)| format!("{uid}: {} images", frames.len()))
+                .collect(),
+        });
     }
     let frames = studies.pop_first().map(|(_, f)| f).unwrap_or_default();
     let selection = select::select(frames, cfg).map_err(|e| with_unread(e, &scan.rejected))?;
@@ -94,6 +103,17 @@ fn with_unread(e: select::SelectError, unread: &[scan::Rejected]) -> select::Sel
                 ),
             });
             select::SelectError::NoSuitableSeries { study_uid, skipped }
+        }
+        select::SelectError::NoImages if !unread.is_empty() => {
+            let first = &unread[0];
+            select::SelectError::Unreadable {
+                files: unread.len(),
+                first: first.path.file_name().map_or_else(
+                    || first.path.display().to_string(),
+                    |n| n.to_string_lossy().to_string(),
+                ),
+                reason: first.reason.clone(),
+            }
         }
         other => other,
     }

@@ -44,6 +44,15 @@ pub struct Selection {
 pub enum SelectError {
     #[error("no DICOM images were found")]
     NoImages,
+    /// Files were there, none readable as an image: say which and why, never "no images".
+    #[error(
+        "no DICOM image could be read: {files} file(s) could not be read, {first} first: {reason}"
+    )]
+    Unreadable {
+        files: usize,
+        first: String,
+        reason: String,
+    },
     #[error("no series of study {study_uid} can be measured: {}", summary(.skipped))]
     NoSuitableSeries {
         study_uid: String,
