@@ -46,7 +46,7 @@ try:
           + ", ".join(f"{m['name']} {m['version']}" for m in f["models"]) + f"; provider {f['execution_provider']}\n")
     print("| stage | seconds (median) |")
     print("| --- | --- |")
-    order = ["read", "lobes_resample", "lobes_model", "lobes_back_to_source", "lobes_postprocess",
+    order = ["read", "lobes_resample", "lobes_model", "lobes_back_to_source", "lung", "lobes_on_lung",
              "opacities_resample", "opacities_model", "opacities_back_to_source", "opacities_postprocess",
              "classifier", "thin_opacities", "measure"]
     for k in order + sorted(set(stages) - set(order) - {"lobes", "opacities"}):

@@ -162,7 +162,7 @@ def measure(base, uid, study_id, ct):
     line = [ln for ln in log.splitlines() if "stage timings" in ln and uid in ln][-1]
     stages = {k: float(v.rstrip("s\"")) for k, v in
               (t.split("=", 1) for t in line.split("stages=", 1)[1].strip('"').split() if "=" in t)}
-    top = ["read", "lobes", "lobes_postprocess", "opacities", "opacities_postprocess", "classifier",
+    top = ["read", "lobes", "lung", "lobes_on_lung", "opacities", "opacities_postprocess", "classifier",
            "thin_opacities", "measure", "seg"]
     latency = (stored_ms - last_ms) / 1000 - STABLE_S
     return {
