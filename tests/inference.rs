@@ -580,8 +580,20 @@ fn quant_reproduces_truth_json_from_the_truth_label_volumes() {
 }
 
 fn checks(p: &Phantom) -> Vec<qc::QcCheck> {
-    let m = quant::measure(&p.lobes, &p.opacities, p.volume.geometry.voxel_volume_ml());
-    qc::check(&p.volume, &p.lobes, &m)
+    // As `pulmo analyze` does, with the truth in the lobes model's place: the lobes laid on the
+    // CT's lung, then measured and checked.
+    let g = &p.volume.geometry;
+    let dims = [g.slices, g.rows, g.columns];
+    let lungs = pulmo::segment::lung::segment(&p.volume);
+    let model_lung: Vec<bool> = p.lobes.iter().map(|&l| l > 0).collect();
+    let mut lobes = p.lobes.clone();
+    pulmo::segment::lobes::lay(&mut lobes, &lungs.side, dims);
+    let m = quant::measure(&lobes, &p.opacities, g.voxel_volume_ml());
+    let evidence = qc::LungEvidence {
+        lungs: &lungs,
+        model_lung: &model_lung,
+    };
+    qc::check(&p.volume, &lobes, &m, &evidence)
 }
 
 fn failed(checks: &[qc::QcCheck]) -> Vec<&'static str> {
