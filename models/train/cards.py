@@ -180,6 +180,44 @@ def real_ct_section(name):
     return "\n".join(lines)
 
 
+def real_chest_section():
+    """The real-CT evaluation of record (bench/real_ct.py), from its results.json as committed in
+    models/cards/real-chest/: shown before any phantom figure."""
+    res = ROOT / "models" / "cards" / "real-chest" / "results.json"
+    if not res.exists():
+        return "Not run yet (bench/real_ct.py)."
+    rows = json.loads(res.read_text())
+    lines = [
+        "`bench/real_ct.py` runs `pulmo analyze` on every whole-chest CT of ../shared/data/real/ "
+        "(COVID-CT-MD, CC BY 4.0; Chest Imaging Platform COPDGene case; TCIA CMB-CRC, CC BY 4.0; "
+        "LIDC-IDRI, CC BY 3.0). The lung is taken from the CT's HU (src/segment/lung.rs) and this "
+        "model's lobes are laid on it; opacities and the probability are the models'. Lung Dice is "
+        "against the Chest Imaging Platform's expert-checked lung mask; \"aerated without lobe\" and "
+        "\"lobe outside lung\" are against an independent HU lung (scipy, below -500 HU inside the "
+        "body); lobes agree: per-lobe infection labels of the radiologists against lobe PLO >= 1 %; "
+        "slices: TP FP FN TN of slices with >= 50 mm^2 of opacity against the per-slice labels. "
+        "Overlays: docs/images/real-ct/.",
+        "",
+        "| case | lung ml | lung Dice | aerated without lobe % | lobe outside lung % | lobe shares % "
+        "(RUL RML RLL LUL LLL) | PLO % | P(COVID-19) | lobes agree /5 | slices TP FP FN TN | QC |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "refused" in r:
+            lines.append(f"| {r['case']} | refused: {r['refused']} | | | | | | | | | |")
+            continue
+        qc = "passed" if r["qc_passed"] else "failed: " + ", ".join(r["qc_failed"])
+        lines.append(
+            f"| {r['case']} | {r['lung_ml']} | {r.get('lung_dice', '')} | {r['aerated_without_lobe_pct']} | "
+            f"{r['lobe_outside_lung_pct']} | {' '.join(str(v) for v in r['lobe_share_pct'].values())} | "
+            f"{r['plo_pct']} | {r['covid_probability']} | {r.get('lobes_agree', '')} | "
+            f"{' '.join(str(v) for v in r.get('slices_tp_fp_fn_tn', []))} | {qc} |")
+    lines += ["", "On real CT the COVID-19 probability is no better than chance (normal lungs and a COPD "
+              "lung score as high as the pneumonias), and the lobe borders are the phantom-trained "
+              "model's, with no real lobe reference to measure them against."]
+    return "\n".join(lines)
+
+
 def card(name, manifest, summary, rows, observations):
     m = tomllib.loads(manifest.read_text())
     return f"""# Model card: {m['name']} {m['version']}
@@ -195,6 +233,10 @@ model through the manifest ({name}.toml). Every SR pulmo writes names the model 
 | role | {m['role']} ({m['task']}) |
 | licence | {m['licence']} |
 | training code | models/train/ (`models/train/train-all`) |
+
+## Real chest CT first
+
+{real_chest_section()}
 
 ## What it is
 
