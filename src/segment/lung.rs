@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use rayon::prelude::*;
 
 use super::postprocess::{
-    fill_holes_per_slice, largest_component, run_components_where, squared_depth,
+    fill_holes_per_slice, largest_component, neighbours4, run_components_where, squared_depth,
 };
 use crate::volume::Volume;
 
@@ -122,16 +122,6 @@ fn inside_air(hu: &[i16], dims: [usize; 3]) -> Vec<bool> {
         }
     });
     out
-}
-
-fn neighbours4(i: usize, nx: usize, ny: usize) -> [Option<usize>; 4] {
-    let (x, y) = (i % nx, i / nx);
-    [
-        (x > 0).then(|| i - 1),
-        (x + 1 < nx).then(|| i + 1),
-        (y > 0).then(|| i - nx),
-        (y + 1 < ny).then(|| i + nx),
-    ]
 }
 
 /// 4-connected pieces of `mask` in one slice: the pixel indices of each.

@@ -150,7 +150,7 @@ pub(crate) fn neighbours6(i: usize, dims: [usize; 3]) -> [Option<usize>; 6] {
 }
 
 /// The 4-neighbours of pixel `i` in an `nx × ny` image.
-fn neighbours4(i: usize, nx: usize, ny: usize) -> [Option<usize>; 4] {
+pub(crate) fn neighbours4(i: usize, nx: usize, ny: usize) -> [Option<usize>; 4] {
     let (x, y) = (i % nx, i / nx);
     [
         (x > 0).then(|| i - 1),
