@@ -36,7 +36,7 @@ EXPLICIT, IMPLICIT = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
 
 def associate(port, bind, context):
     ae = AE(ae_title="HOSTILE")
-    ae.acse_timeout = 10
+    ae.acse_timeout = 30
     ae.dimse_timeout = 30
     ae.network_timeout = 30
     ae.add_requested_context(context, [EXPLICIT, IMPLICIT])
