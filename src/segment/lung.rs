@@ -182,20 +182,14 @@ fn airway(volume: &Volume, inside: &[bool], main: &[bool]) -> Vec<bool> {
             rows = (rows.0.min(y), rows.1.max(y));
         }
     }
-    let (mut n, mut sum) = (0usize, 0usize);
-    for (i, &h) in volume.hu.iter().enumerate().step_by(7) {
-        if h >= AIR_BELOW_HU || inside[i] {
-            n += 1;
-            sum += i % nx;
-        }
-    }
-    if n == 0 || rows.0 > rows.1 {
+    let Some((middle, _)) = body_middle(volume, inside) else {
+        return airway;
+    };
+    if rows.0 > rows.1 {
         return airway;
     }
-    let middle = sum as f64 / n as f64;
     let order = top_down(volume);
     let search = ((order.len() as f64 * TRACHEA_SEARCH_SHARE).ceil() as usize).max(1);
-    // The trachea: the roundest piece of lumen of a trachea's size nearest the body's middle.
     // The trachea: the widest round piece of lumen of a trachea's size near the body's middle
     // in the upper slices (narrower pieces there are the oesophagus, the larynx or noise).
     let mut seed: Option<(usize, Vec<usize>)> = None;
@@ -294,6 +288,21 @@ fn airway(volume: &Volume, inside: &[bool], main: &[bool]) -> Vec<bool> {
 /// A slice spacing that makes the distance transform work within slices only.
 const FLAT_MM: f64 = 1.0e4;
 
+/// The centroid (column, row) of the body (everything but the air around it), from every 7th
+/// voxel: the middle that right and left are told by. `None` for an image of air only.
+fn body_middle(volume: &Volume, inside: &[bool]) -> Option<(f64, f64)> {
+    let (ny, nx) = (volume.geometry.rows, volume.geometry.columns);
+    let (mut n, mut sx, mut sy) = (0f64, 0f64, 0f64);
+    for (i, &h) in volume.hu.iter().enumerate().step_by(7) {
+        if h >= AIR_BELOW_HU || inside[i] {
+            n += 1.0;
+            sx += (i % nx) as f64;
+            sy += ((i / nx) % ny) as f64;
+        }
+    }
+    (n > 0.0).then(|| (sx / n, sy / n))
+}
+
 /// Patient x (mm, LPS: larger is the patient's left) of the centre of column `c`.
 fn patient_x(volume: &Volume, column: f64, row: f64) -> f64 {
     volume.geometry.voxel_position(column, row, 0.0)[0]
@@ -318,18 +327,13 @@ fn lungs(volume: &Volume, inside: &[bool], airway: &[bool], main: &[bool]) -> (V
     let mut side = vec![0u8; inside.len()];
     // The middle of the body, left to right (the lungs alone would not do: when the airways do
     // not join them, `main` is one lung).
-    let (mut n, mut sx, mut sy) = (0f64, 0f64, 0f64);
-    for (i, &h) in volume.hu.iter().enumerate().step_by(7) {
-        if h >= AIR_BELOW_HU || inside[i] {
-            n += 1.0;
-            sx += (i % nx) as f64;
-            sy += ((i / nx) % ny) as f64;
-        }
-    }
-    if n == 0.0 || !main.iter().any(|&m| m) {
+    let Some((column, row)) = body_middle(volume, inside) else {
+        return (side, false);
+    };
+    if !main.iter().any(|&m| m) {
         return (side, false);
     }
-    let middle = patient_x(volume, sx / n, sy / n);
+    let middle = patient_x(volume, column, row);
     let side_of = |column: f64, row: f64| {
         if patient_x(volume, column, row) < middle {
             RIGHT
