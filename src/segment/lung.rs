@@ -31,6 +31,10 @@ const LUMEN_BELOW_HU: i16 = -900;
 const TRACHEA_AREA_MM2: (f64, f64) = (25.0, 650.0);
 /// The trachea is at most this far (mm) left or right of the middle of the body.
 const TRACHEA_OFF_MIDDLE_MM: f64 = 40.0;
+/// Above the carina the trachea is an air column walled off in the mediastinum: its piece of inside
+/// air (below `AIR_BELOW_HU`) is its lumen plus the partial-volume rim, at most this many times the
+/// lumen. Lung below `LUMEN_BELOW_HU` (emphysema, a noisy apex) is part of a far larger piece.
+const TRACHEA_ISOLATION: f64 = 2.0;
 /// How far down from the top of the scan the trachea is looked for (share of the slices).
 const TRACHEA_SEARCH_SHARE: f64 = 0.3;
 /// A piece of lumen larger than this many times the trachea has leaked into the lung.
@@ -194,8 +198,16 @@ fn airway(volume: &Volume, inside: &[bool], main: &[bool]) -> Vec<bool> {
     // in the upper slices (narrower pieces there are the oesophagus, the larynx or noise).
     let mut seed: Option<(usize, Vec<usize>)> = None;
     for (step, &k) in order.iter().enumerate().take(search) {
+        let air = &inside[k * plane..(k + 1) * plane];
+        let mut air_piece = vec![0usize; plane];
+        for p in pieces(air, nx, ny) {
+            for &i in &p {
+                air_piece[i] = p.len();
+            }
+        }
         let widest = pieces(&lumen(k), nx, ny)
             .into_iter()
+            .filter(|p| air_piece[p[0]] as f64 <= TRACHEA_ISOLATION * p.len() as f64)
             .filter(|p| p.iter().all(|&i| (rows.0..=rows.1).contains(&(i / nx))))
             .filter(|p| {
                 let area = p.len() as f64 * pixel_mm2;
