@@ -69,7 +69,9 @@ def read_ct(folder):
     slices.sort(key=lambda s: s[0])
     hu = np.stack([s[1] for s in slices])
     dz = np.median(np.diff([s[0] for s in slices])) if len(slices) > 1 else 1.0
-    return hu, (float(dz), slices[0][2][0], slices[0][2][1])
+    # Index of each acquired slice on the regular grid (pulmo fills single missing slices).
+    grid = np.rint((np.array([s[0] for s in slices]) - slices[0][0]) / dz).astype(int)
+    return hu, (float(dz), slices[0][2][0], slices[0][2][1]), grid
 
 
 def read_labels(path):
@@ -219,9 +221,13 @@ def evaluate(case, folder, args):
         row["refused"] = (run.stderr.strip().splitlines() or ["no output"])[-1][:300]
         return row
     f = json.loads(findings.read_text())
-    hu, spacing = read_ct(folder)
+    hu, spacing, grid = read_ct(folder)
     lobes = read_labels(out / "lobes.nii.gz")
     opac = read_labels(out / "opacities.nii.gz")
+    if lobes.shape[0] == grid[-1] + 1 and lobes.shape[0] > hu.shape[0]:
+        # Judged on the acquired slices only: the reference never sees a slice pulmo filled in.
+        row["filled_slices"] = int(lobes.shape[0] - hu.shape[0])
+        lobes, opac = lobes[grid], opac[grid]
     if lobes.shape != hu.shape:
         row["refused"] = f"mask shape {lobes.shape} is not the CT's {hu.shape}"
         return row

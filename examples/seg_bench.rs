@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
             let g = study.volume.geometry.clone();
             let plane = g.rows * g.columns;
             let t0 = std::time::Instant::now();
-            let frames = seg::frames_of(labels, plane, g.slices, &segs);
+            let frames = seg::frames_of(labels, plane, &vec![true; g.slices], &segs);
             let t1 = t0.elapsed().as_secs_f64();
             let bits = seg::pack_frames(labels, plane, &frames);
             eprintln!(

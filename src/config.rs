@@ -170,6 +170,10 @@ pub struct SelectionConfig {
     pub max_slice_thickness_mm: f64,
     /// Relative tolerance on slice spacing regularity (0.05 = 5 %).
     pub spacing_tolerance: f64,
+    /// Single slices missing between two present ones (a gap of twice the spacing) are filled by
+    /// averaging their neighbours, up to this many in a series; more, or wider gaps, are refused.
+    /// Only when every DICOM file of the study could be read: a broken file is never papered over.
+    pub max_filled_slices: usize,
     /// Largest angle (degrees) between the slice normal and the patient's feet-head axis.
     pub max_axial_tilt_deg: f64,
     /// What a chest CT's geometry can be; a series outside it is not measured (and nothing is
@@ -194,6 +198,7 @@ impl Default for SelectionConfig {
             // Selection is generous; the quality checks flag spacing above 5 mm in the report.
             max_slice_thickness_mm: 10.0,
             spacing_tolerance: 0.05,
+            max_filled_slices: 4,
             max_axial_tilt_deg: 10.0,
             pixel_spacing_range_mm: [0.1, 10.0],
             max_slice_spacing_mm: 20.0,
@@ -337,6 +342,10 @@ min_slices = 20
 max_slice_thickness_mm = 10.0
 # Slice spacing may vary by this fraction of the median spacing.
 spacing_tolerance = 0.05
+# Up to this many single missing slices (a gap of twice the spacing) are filled by averaging their
+# neighbours, if every DICOM file of the study could be read; the outputs name them. 0 refuses such
+# series.
+max_filled_slices = 4
 max_axial_tilt_deg = 10.0
 # What a chest CT's geometry can be. A series outside these limits is not measured, with the reason,
 # before anything is allocated for it: pixel spacing (mm), slice spacing (mm), width or height of an

@@ -580,11 +580,21 @@ fn quant_reproduces_truth_json_from_the_truth_label_volumes() {
 }
 
 fn checks(p: &Phantom) -> Vec<qc::QcCheck> {
+    checks_with(p, |_| {}, 0)
+}
+
+/// As `checks`, with the CT's lungs changed by `spoil` and `filled` slices filled in.
+fn checks_with(
+    p: &Phantom,
+    spoil: impl FnOnce(&mut pulmo::segment::lung::Lungs),
+    filled: usize,
+) -> Vec<qc::QcCheck> {
     // As `pulmo analyze` does, with the truth in the lobes model's place: the lobes laid on the
     // CT's lung, then measured and checked.
     let g = &p.volume.geometry;
     let dims = [g.slices, g.rows, g.columns];
-    let lungs = pulmo::segment::lung::segment(&p.volume);
+    let mut lungs = pulmo::segment::lung::segment(&p.volume);
+    spoil(&mut lungs);
     let model_lung: Vec<bool> = p.lobes.iter().map(|&l| l > 0).collect();
     let mut lobes = p.lobes.clone();
     pulmo::segment::lobes::lay(&mut lobes, &lungs.side, dims);
@@ -593,7 +603,7 @@ fn checks(p: &Phantom) -> Vec<qc::QcCheck> {
         lungs: &lungs,
         model_lung: &model_lung,
     };
-    qc::check(&p.volume, &lobes, &m, &evidence)
+    qc::check(&p.volume, &lobes, &m, &evidence, filled)
 }
 
 fn failed(checks: &[qc::QcCheck]) -> Vec<&'static str> {
@@ -660,6 +670,35 @@ fn quality_checks_pass_on_truth_and_fire_when_they_should() {
     let coarse = every_nth_slice(phantom::generate(&Params::new(94, Size::Full)), 7);
     assert_eq!(coarse.volume.geometry.spacing[2], 7.0);
     assert_eq!(failed(&checks(&coarse)), vec!["slice_spacing"]);
+
+    // An airway search that ran into the lung (as one seeded on emphysema did on a real scan):
+    // the upper third of the right lung taken as airway.
+    let p = phantom::generate(&small(99));
+    let leaked = checks_with(
+        &p,
+        |lungs| {
+            let right: Vec<usize> = (0..lungs.side.len())
+                .filter(|&i| lungs.side[i] == pulmo::segment::lung::RIGHT)
+                .collect();
+            for &i in &right[right.len() * 2 / 3..] {
+                lungs.side[i] = 0;
+                lungs.airway[i] = true;
+            }
+        },
+        0,
+    );
+    assert!(failed(&leaked).contains(&"airway"), "{leaked:#?}");
+    // Filled slices: the acquired ones are two spacings apart, and the message says so.
+    let filled = checks_with(&p, |_| {}, 2);
+    let spacing = filled
+        .iter()
+        .find(|c| c.name == "slice_spacing")
+        .expect("slice_spacing");
+    assert_eq!(spacing.value, 2.0 * p.volume.geometry.spacing[2]);
+    assert!(
+        spacing.message.contains("2 missing slices were filled"),
+        "{spacing:?}"
+    );
 }
 
 #[test]

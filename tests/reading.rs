@@ -250,9 +250,21 @@ fn broken_inputs_give_clear_errors() {
             "duplicate slice position",
         ),
         (
-            "a missing slice",
-            |_, f| std::fs::remove_file(&f[20]).expect("remove"),
+            "two missing slices side by side",
+            |_, f| {
+                std::fs::remove_file(&f[20]).expect("remove");
+                std::fs::remove_file(&f[21]).expect("remove");
+            },
             "missing slices?",
+        ),
+        (
+            "more single missing slices than pulmo fills",
+            |_, f| {
+                for k in [5, 10, 15, 20, 25] {
+                    std::fs::remove_file(&f[k]).expect("remove");
+                }
+            },
+            "5 in this series, more than the 4 pulmo fills",
         ),
         (
             "non-CT modality",
@@ -289,6 +301,59 @@ fn broken_inputs_give_clear_errors() {
         let msg = expect_error(&dir, needle);
         eprintln!("{name}: {msg}");
     }
+}
+
+#[test]
+fn a_single_missing_slice_is_filled_from_its_neighbours() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, files) = study_to_break(tmp.path());
+    let whole = read_study(&dir, &SelectionConfig::default()).expect("read");
+    std::fs::remove_file(&files[20]).expect("remove");
+    let study = read_study(&dir, &SelectionConfig::default()).expect("read with a gap");
+    let c = &study.selection.chosen;
+    assert_eq!(c.filled(), 1);
+    assert!(c.frames[20].is_none() && c.frames[19].is_some() && c.frames[21].is_some());
+    assert_eq!(study.volume.geometry, whole.volume.geometry);
+    let plane = whole.volume.geometry.rows * whole.volume.geometry.columns;
+    let slice = |v: &pulmo::volume::Volume, k: usize| v.hu[k * plane..(k + 1) * plane].to_vec();
+    for k in [0, 19, 21, 40] {
+        assert_eq!(
+            slice(&study.volume, k),
+            slice(&whole.volume, k),
+            "slice {k}"
+        );
+    }
+    let filled = slice(&study.volume, 20);
+    let (below, above) = (slice(&whole.volume, 19), slice(&whole.volume, 21));
+    assert!(
+        filled
+            .iter()
+            .zip(below.iter().zip(&above))
+            .all(|(&f, (&b, &a))| i32::from(f) == (i32::from(b) + i32::from(a)).div_euclid(2))
+    );
+    assert_ne!(
+        filled,
+        slice(&whole.volume, 19),
+        "the phantom's slices differ"
+    );
+
+    // A gap that a broken file leaves is reported, never filled.
+    let bytes = std::fs::read(&files[30]).expect("read");
+    std::fs::write(&files[30], &bytes[..bytes.len() / 2]).expect("write");
+    let err = read_study(&dir, &SelectionConfig::default()).expect_err("a broken file");
+    assert!(err.to_string().contains("could not be read"), "{err}");
+}
+
+#[test]
+fn lidc_idri_0001_is_read_with_its_two_missing_slices_filled() {
+    let study = read_study(
+        &real_data().join("lidc-idri-0001"),
+        &SelectionConfig::default(),
+    )
+    .expect("read");
+    let c = &study.selection.chosen;
+    assert_eq!((c.frames.len(), c.filled()), (133, 2));
+    assert!((study.volume.geometry.spacing[2] - 2.5).abs() < 1e-3);
 }
 
 #[test]

@@ -33,8 +33,9 @@ pub struct SourceSeries {
     pub position_reference_indicator: String,
     pub lossy_image_compression: String,
     pub sop_class_uid: String,
-    /// SOP Instance UID (and frame number, for multi-frame sources) of every slice, in slice order.
-    pub slices: Vec<(String, Option<u32>)>,
+    /// SOP Instance UID (and frame number, for multi-frame sources) of every slice, in slice order;
+    /// `None` for a missing slice that pulmo filled from its neighbours (no image to reference).
+    pub slices: Vec<Option<(String, Option<u32>)>>,
     #[serde(skip)]
     pub geometry: Option<Geometry>,
     pub slice_thickness: f64,
@@ -97,7 +98,7 @@ pub struct ResultUids {
 impl ResultUids {
     pub fn new(source: &SourceSeries, model_set_version: &str) -> ResultUids {
         let mut h = Sha256::new();
-        for (sop, frame) in &source.slices {
+        for (sop, frame) in source.slices.iter().flatten() {
             h.update(sop.as_bytes());
             h.update(frame.map(|f| f.to_string()).unwrap_or_default().as_bytes());
             h.update(b"\n");
@@ -316,7 +317,10 @@ mod tests {
     fn result_uids_depend_on_inputs_and_kind() {
         let mut s = SourceSeries {
             series_instance_uid: "1.2.3".into(),
-            slices: vec![("1.2.3.1".into(), None), ("1.2.3.2".into(), None)],
+            slices: vec![
+                Some(("1.2.3.1".into(), None)),
+                Some(("1.2.3.2".into(), None)),
+            ],
             ..Default::default()
         };
         let a = ResultUids::new(&s, "m1");

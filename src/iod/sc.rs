@@ -351,7 +351,13 @@ pub fn write_series(
         orientation(g.row_direction),
         orientation(g.column_direction)
     );
-    let slices = chosen_slices(planes);
+    // A slice pulmo filled in is no image of the series: the next acquired one is shown instead.
+    let acquired = |k: usize| source.slices.get(k).is_some_and(Option::is_some);
+    let mut slices: Vec<usize> = chosen_slices(planes)
+        .into_iter()
+        .filter_map(|k| (k..g.slices).chain((0..k).rev()).find(|&j| acquired(j)))
+        .collect();
+    slices.dedup();
     use rayon::prelude::*;
     let mut images: Vec<(usize, Option<usize>)> = vec![(1, None)];
     images.extend(slices.iter().enumerate().map(|(i, &k)| (i + 2, Some(k))));
@@ -368,7 +374,7 @@ pub fn write_series(
                     let z = g.origin[2] + g.spacing[2] * k as f64 * g.slice_direction[2];
                     (
                         slice_picture(planes, k, z),
-                        source.slices.get(k),
+                        source.slices.get(k).and_then(Option::as_ref),
                         format!(
                             "Source slice {} of {}. Derived, unverified.",
                             k + 1,

@@ -183,14 +183,17 @@ pub fn pack_frames(labels: &[u8], plane: usize, frames: &[(u8, usize)]) -> Vec<u
     out
 }
 
-/// The frames of a SEG: (label value, slice index) for every slice holding the segment, and the
-/// middle slice for a segment that is empty everywhere (a SEG must give each segment a frame).
+/// The frames of a SEG: (label value, slice index) for every acquired slice holding the segment,
+/// and the middle acquired slice for a segment that is empty everywhere (a SEG must give each
+/// segment a frame). A slice pulmo filled in (`acquired[k]` false) has no source image for a frame
+/// to reference, and no viewer shows it: it gets no frame.
 pub fn frames_of(
     labels: &[u8],
     plane: usize,
-    slices: usize,
+    acquired: &[bool],
     segments: &[Segment],
 ) -> Vec<(u8, usize)> {
+    let slices = acquired.len();
     let mut present = vec![[false; 256]; slices];
     present.par_iter_mut().enumerate().for_each(|(k, seen)| {
         for &l in &labels[k * plane..(k + 1) * plane] {
@@ -200,10 +203,14 @@ pub fn frames_of(
     let mut frames = Vec::new();
     for s in segments {
         let ks: Vec<usize> = (0..slices)
-            .filter(|&k| present[k][s.value as usize])
+            .filter(|&k| acquired[k] && present[k][s.value as usize])
             .collect();
         if ks.is_empty() {
-            frames.push((s.value, slices / 2));
+            let real: Vec<usize> = (0..slices).filter(|&k| acquired[k]).collect();
+            frames.push((
+                s.value,
+                real.get(real.len() / 2).copied().unwrap_or(slices / 2),
+            ));
         } else {
             frames.extend(ks.into_iter().map(|k| (s.value, k)));
         }
@@ -236,7 +243,8 @@ pub fn build(
     let rows = u16::try_from(g.rows).map_err(|_| SegError::Invalid("too many rows".into()))?;
     let cols =
         u16::try_from(g.columns).map_err(|_| SegError::Invalid("too many columns".into()))?;
-    let frames = frames_of(labels, plane, g.slices, segments);
+    let acquired: Vec<bool> = source.slices.iter().map(Option::is_some).collect();
+    let frames = frames_of(labels, plane, &acquired, segments);
     let mut o = InMemDicomObject::new_empty();
     put_patient_study(&mut o, source);
     put_instance_header(
@@ -449,7 +457,9 @@ pub fn build(
     let per_frame: Vec<InMemDicomObject> = frames
         .par_iter()
         .map(|&(value, k)| {
-            let (sop, frame) = &source.slices[k];
+            // frames_of gives frames on acquired slices only.
+            let (sop, frame) = source.slices[k].clone().unwrap_or_default();
+            let sop = &sop;
             let p = g.slice_position(k);
             item(|f| {
                 put_seq(
@@ -536,6 +546,7 @@ pub fn build(
     let refs: Vec<InMemDicomObject> = source
         .slices
         .iter()
+        .flatten()
         .filter(|(sop, _)| seen.insert(sop.clone()))
         .map(|(sop, _)| {
             item(|r| {
@@ -631,7 +642,17 @@ mod tests {
     fn empty_segments_keep_one_frame() {
         let labels = [0, 0, 1, 1, 0, 0];
         let segs = opacity_segments();
-        let frames = frames_of(&labels, 2, 3, &segs);
+        let frames = frames_of(&labels, 2, &[true; 3], &segs);
         assert_eq!(frames, vec![(1, 1), (2, 1)]);
+    }
+
+    #[test]
+    fn filled_slices_get_no_frame() {
+        let labels = [1, 1, 1, 1, 2, 0];
+        let segs = opacity_segments();
+        let frames = frames_of(&labels, 2, &[true, false, true], &segs);
+        assert_eq!(frames, vec![(1, 0), (2, 2)]);
+        let frames = frames_of(&[0; 6], 2, &[true, false, true], &segs);
+        assert!(frames.iter().all(|&(_, k)| k != 1), "{frames:?}");
     }
 }

@@ -51,6 +51,8 @@ pub struct SeriesUsed {
     pub series_number: Option<i32>,
     pub description: String,
     pub slices: usize,
+    /// Where (mm along the slice normal) single missing slices were filled from their neighbours.
+    pub filled_slices_mm: Vec<f64>,
     pub slice_thickness_mm: f64,
     pub geometry: Geometry,
 }
@@ -285,7 +287,9 @@ fn largest_slices(masks: &Masks) -> (BTreeMap<String, crate::iod::sr::Spot>, cra
         }
     }
     let spot = |inside: &dyn Fn(u8) -> bool, count: &dyn Fn(&[u64; 6]) -> u64| {
+        // An image the SR can point at: an acquired slice, not one pulmo filled in.
         let k = (0..per_slice.len())
+            .filter(|&k| masks.source.slices.get(k).is_some_and(Option::is_some))
             .max_by_key(|&k| count(&per_slice[k]))
             .unwrap_or(0);
         let (mut n, mut sc, mut sr) = (0f64, 0f64, 0f64);
@@ -301,6 +305,7 @@ fn largest_slices(masks: &Masks) -> (BTreeMap<String, crate::iod::sr::Spot>, cra
                 .source
                 .slices
                 .get(k)
+                .and_then(Option::as_ref)
                 .map(|(uid, _)| uid.clone())
                 .unwrap_or_default(),
             column: if n > 0.0 {
@@ -351,7 +356,11 @@ pub fn analyze(
     let source = super::scan::source_series(&c.frames, &study.volume.geometry, c.slice_thickness)
         .map_err(|reason| {
         ReadStudyError::Assemble(super::assemble::AssembleError::Instance {
-            path: c.frames.first().map(|f| f.path.clone()).unwrap_or_default(),
+            path: c
+                .present()
+                .next()
+                .map(|f| f.path.clone())
+                .unwrap_or_default(),
             reason,
         })
     })?;
@@ -464,7 +473,13 @@ pub fn analyze(
         lungs: &lungs,
         model_lung: &model_lung,
     };
-    let checks = qc::check(&volume, &lobes, &measurements, &evidence);
+    let checks = qc::check(
+        &volume,
+        &lobes,
+        &measurements,
+        &evidence,
+        study.selection.chosen.filled(),
+    );
     timed("measure", t, progress);
 
     for (name, v) in [
@@ -500,6 +515,16 @@ pub fn analyze(
             series_number: c.series_number,
             description: c.description.clone(),
             slices: c.frames.len(),
+            filled_slices_mm: c
+                .frames
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.is_none())
+                .map(|(k, _)| {
+                    (crate::volume::dot(g.slice_position(k), g.slice_direction) * 100.0).round()
+                        / 100.0
+                })
+                .collect(),
             slice_thickness_mm: c.slice_thickness,
             geometry: g.clone(),
         },

@@ -33,6 +33,7 @@ pub fn assemble(candidate: &Candidate) -> Result<Volume, AssembleError> {
     // Slice index of every (file, frame), so each file is opened and decoded once.
     let mut by_file: BTreeMap<PathBuf, Vec<(u32, usize)>> = BTreeMap::new();
     for (k, f) in candidate.frames.iter().enumerate() {
+        let Some(f) = f else { continue };
         by_file
             .entry(f.path.clone())
             .or_default()
@@ -46,7 +47,23 @@ pub fn assemble(candidate: &Candidate) -> Result<Volume, AssembleError> {
     for (k, pixels) in decoded.into_iter().flatten() {
         hu[k * plane..(k + 1) * plane].copy_from_slice(&pixels);
     }
+    fill_missing(&mut hu, plane, &candidate.frames);
     Ok(Volume { geometry: g, hu })
+}
+
+/// A missing slice is the mean of its two neighbours (`select` only leaves single slices missing
+/// between present ones): linear interpolation along z, which is what a viewer's MPR does too.
+fn fill_missing<T>(hu: &mut [i16], plane: usize, frames: &[Option<T>]) {
+    for k in 1..frames.len().saturating_sub(1) {
+        if frames[k].is_none() && frames[k - 1].is_some() && frames[k + 1].is_some() {
+            for i in 0..plane {
+                let below = i32::from(hu[(k - 1) * plane + i]);
+                let above = i32::from(hu[(k + 1) * plane + i]);
+                // The mean of two i16 values is an i16.
+                hu[k * plane + i] = ((below + above).div_euclid(2)) as i16;
+            }
+        }
+    }
 }
 
 /// Decode one image (or one frame) to HU, whatever series it belongs to.

@@ -69,7 +69,21 @@ pub fn read_study_files(
         });
     }
     let frames = studies.pop_first().map(|(_, f)| f).unwrap_or_default();
-    let selection = select::select(frames, cfg).map_err(|e| with_unread(e, &scan.rejected))?;
+    // A gap where a DICOM file could not be read is a broken file, not a slice the archive lacks:
+    // it is reported, never filled. (Stray text or XML files beside the images do not count.)
+    let mut cfg = cfg.clone();
+    if scan.rejected.iter().any(|r| r.dicom) {
+        cfg.max_filled_slices = 0;
+    }
+    let selection = select::select(frames, &cfg).map_err(|e| with_unread(e, &scan.rejected))?;
+    let filled = selection.chosen.filled();
+    if filled > 0 {
+        tracing::warn!(
+            series = %selection.chosen.series_uid,
+            filled,
+            "single missing slices filled by averaging their neighbours"
+        );
+    }
     let volume = assemble::assemble(&selection.chosen)?;
     Ok(Study {
         selection,

@@ -38,6 +38,18 @@ pub struct Frame {
 pub struct Rejected {
     pub path: PathBuf,
     pub reason: String,
+    /// The file starts as a DICOM file does (the "DICM" prefix): a broken image, perhaps a slice,
+    /// not a stray text or XML file.
+    pub dicom: bool,
+}
+
+/// Whether `path` has the Part 10 preamble's "DICM" prefix.
+fn starts_as_dicom(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 132];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| &head[128..] == b"DICM")
 }
 
 #[derive(Debug, Default)]
@@ -217,7 +229,12 @@ pub fn scan_files(paths: Vec<PathBuf>) -> Scan {
             Ok(frames) => scan.frames.extend(frames),
             Err(reason) => {
                 tracing::warn!(path = %path.display(), %reason, "file skipped");
-                scan.rejected.push(Rejected { path, reason });
+                let dicom = starts_as_dicom(&path);
+                scan.rejected.push(Rejected {
+                    path,
+                    reason,
+                    dicom,
+                });
             }
         }
     }
@@ -227,11 +244,15 @@ pub fn scan_files(paths: Vec<PathBuf>) -> Scan {
 /// The attributes result objects copy from the source series: patient and study from the first
 /// image's header, and every slice's SOP Instance UID (and frame) in slice order.
 pub fn source_series(
-    frames: &[Frame],
+    frames: &[Option<Frame>],
     geometry: &crate::volume::Geometry,
     slice_thickness: f64,
 ) -> Result<crate::iod::common::SourceSeries, String> {
-    let first = frames.first().ok_or("the series holds no images")?;
+    let first = frames
+        .iter()
+        .flatten()
+        .next()
+        .ok_or("the series holds no images")?;
     let obj: DefaultDicomObject = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(&first.path)
@@ -259,7 +280,10 @@ pub fn source_series(
         sop_class_uid: first.sop_class_uid.clone(),
         slices: frames
             .iter()
-            .map(|f| (f.sop_instance_uid.clone(), multi.then_some(f.frame)))
+            .map(|f| {
+                f.as_ref()
+                    .map(|f| (f.sop_instance_uid.clone(), multi.then_some(f.frame)))
+            })
             .collect(),
         geometry: Some(geometry.clone()),
         slice_thickness,

@@ -19,7 +19,9 @@ pub struct Candidate {
     pub series_uid: String,
     pub series_number: Option<i32>,
     pub description: String,
-    pub frames: Vec<Frame>,
+    /// One entry per slice of the volume; `None` where a single slice is missing between two
+    /// present ones and is filled from its neighbours (`SelectionConfig::max_filled_slices`).
+    pub frames: Vec<Option<Frame>>,
     pub geometry: Geometry,
     pub slice_thickness: f64,
 }
@@ -82,6 +84,18 @@ pub fn by_study(frames: Vec<Frame>) -> BTreeMap<String, Vec<Frame>> {
         out.entry(f.study_uid.clone()).or_default().push(f);
     }
     out
+}
+
+impl Candidate {
+    /// How many slices are filled from their neighbours.
+    pub fn filled(&self) -> usize {
+        self.frames.iter().filter(|f| f.is_none()).count()
+    }
+
+    /// The frames read from files, in slice order.
+    pub fn present(&self) -> impl Iterator<Item = &Frame> {
+        self.frames.iter().flatten()
+    }
 }
 
 /// Check one series; `Err` is the reason it cannot be measured.
@@ -244,14 +258,25 @@ pub fn evaluate(frames: Vec<Frame>, cfg: &SelectionConfig) -> Result<Candidate, 
             cfg.max_length_mm
         ));
     }
+    // A gap of exactly two spacings is one slice missing (published series lack single slices);
+    // a few such gaps are filled from their neighbours, anything else is refused.
+    let tolerance = cfg.spacing_tolerance * spacing;
+    let single_missing = |g: f64| (g - 2.0 * spacing).abs() <= tolerance;
+    let missing = gaps.iter().filter(|&&g| single_missing(g)).count();
+    let fillable = missing <= cfg.max_filled_slices;
     if let Some(i) = gaps
         .iter()
-        .position(|&g| (g - spacing).abs() > cfg.spacing_tolerance * spacing)
+        .position(|&g| (g - spacing).abs() > tolerance && !(fillable && single_missing(g)))
     {
-        let hint = if gaps[i] > 1.5 * spacing {
-            " (missing slices?)"
+        let hint = if single_missing(gaps[i]) {
+            format!(
+                " (a missing slice: {missing} in this series, more than the {} pulmo fills)",
+                cfg.max_filled_slices
+            )
+        } else if gaps[i] > 1.5 * spacing {
+            " (missing slices?)".into()
         } else {
-            ""
+            String::new()
         };
         return Err(format!(
             "irregular slice spacing: {:.2} mm between the slices at {:.2} and {:.2} mm, where the \
@@ -282,10 +307,17 @@ pub fn evaluate(frames: Vec<Frame>, cfg: &SelectionConfig) -> Result<Candidate, 
             cfg.max_slice_thickness_mm
         ));
     }
+    let mut slots: Vec<Option<Frame>> = Vec::with_capacity(placed.len() + missing);
+    for (k, (_, f)) in placed.into_iter().enumerate() {
+        if k > 0 && single_missing(gaps[k - 1]) {
+            slots.push(None);
+        }
+        slots.push(Some(f));
+    }
     let geometry = Geometry {
         rows: usize::from(f0.rows),
         columns: usize::from(f0.columns),
-        slices: placed.len(),
+        slices: slots.len(),
         origin: p0,
         row_direction: row,
         column_direction: col,
@@ -296,7 +328,7 @@ pub fn evaluate(frames: Vec<Frame>, cfg: &SelectionConfig) -> Result<Candidate, 
         series_uid: f0.series_uid.clone(),
         series_number: f0.series_number,
         description: f0.series_description.clone(),
-        frames: placed.into_iter().map(|(_, f)| f).collect(),
+        frames: slots,
         geometry,
         slice_thickness: thickness,
     })
@@ -335,6 +367,7 @@ pub fn select(frames: Vec<Frame>, cfg: &SelectionConfig) -> Result<Selection, Se
         a.geometry.spacing[2]
             .total_cmp(&b.geometry.spacing[2])
             .then(a.slice_thickness.total_cmp(&b.slice_thickness))
+            .then(a.filled().cmp(&b.filled()))
             .then(b.frames.len().cmp(&a.frames.len()))
             .then(a.series_uid.cmp(&b.series_uid))
     });
@@ -343,6 +376,7 @@ pub fn select(frames: Vec<Frame>, cfg: &SelectionConfig) -> Result<Selection, Se
         return Err(SelectError::NoSuitableSeries { study_uid, skipped });
     };
     for c in iter {
+        let images = c.frames.len() - c.filled();
         let reason = if c.geometry.spacing[2] > chosen.geometry.spacing[2] + 1e-6 {
             format!(
                 "thicker slices ({} mm apart) than the selected series ({} mm)",
@@ -357,7 +391,7 @@ pub fn select(frames: Vec<Frame>, cfg: &SelectionConfig) -> Result<Selection, Se
             series_uid: c.series_uid,
             series_number: c.series_number,
             description: c.description,
-            images: c.frames.len(),
+            images,
             reason,
         });
     }

@@ -28,6 +28,9 @@ pub const MAX_SPACING_MM: f64 = 5.0;
 pub const MIN_LUNG_DICE: f64 = 0.7;
 /// Largest share (%) of the aerated lung left without a lobe.
 pub const MAX_AERATED_WITHOUT_LOBE_PERCENT: f64 = 1.0;
+/// Largest share (%) of the trachea and main bronchi in the lungs and airways together: beyond it
+/// the airway was followed into the lung (or the lung was not found), and that lung is missing.
+pub const MAX_AIRWAY_PERCENT: f64 = 5.0;
 /// Each lung's smallest share (%) of both: below it one lung was lost (or removed).
 pub const MIN_LUNG_SIDE_PERCENT: f64 = 20.0;
 /// Largest noise (HU, standard deviation in the tracheal air): beyond it the CT is low dose or
@@ -94,6 +97,7 @@ pub fn check(
     lobes: &[u8],
     m: &Measurements,
     evidence: &LungEvidence,
+    filled_slices: usize,
 ) -> Vec<QcCheck> {
     let g = &volume.geometry;
     let mut out = Vec::new();
@@ -172,17 +176,29 @@ pub fn check(
         },
     });
 
-    let sp = g.spacing[2];
+    // Where a single missing slice was filled, the acquired slices are two spacings apart.
+    let sp = g.spacing[2] * if filled_slices > 0 { 2.0 } else { 1.0 };
     let ok = sp <= MAX_SPACING_MM + 1e-6;
+    let filled = if filled_slices > 0 {
+        format!(
+            "; {filled_slices} missing slice{} filled by averaging {} neighbours",
+            if filled_slices == 1 { " was" } else { "s were" },
+            if filled_slices == 1 { "its" } else { "their" }
+        )
+    } else {
+        String::new()
+    };
     out.push(QcCheck {
         name: "slice_spacing",
         passed: ok,
         value: sp,
-        limit: format!("at most {MAX_SPACING_MM} mm"),
+        limit: format!("at most {MAX_SPACING_MM} mm between acquired slices"),
         message: if ok {
-            "slice spacing is fine enough".into()
+            format!("slice spacing is fine enough{filled}")
         } else {
-            format!("slices {sp:.2} mm apart are too coarse for a reliable opacity measurement")
+            format!(
+                "slices {sp:.2} mm apart are too coarse for a reliable opacity measurement{filled}"
+            )
         },
     });
 
@@ -223,6 +239,25 @@ pub fn check(
             "every part of the aerated lung is in a lobe".into()
         } else {
             format!("{share:.1} % of the aerated lung is in no lobe: lobe volumes are incomplete")
+        },
+    });
+
+    let airway = lungs.airway.iter().filter(|&&a| a).count();
+    let share =
+        100.0 * airway as f64 / (airway + lungs.count(RIGHT) + lungs.count(LEFT)).max(1) as f64;
+    let ok = share <= MAX_AIRWAY_PERCENT;
+    out.push(QcCheck {
+        name: "airway",
+        passed: ok,
+        value: share,
+        limit: format!("at most {MAX_AIRWAY_PERCENT} % of the lungs and airways"),
+        message: if ok {
+            "the trachea and main bronchi were told from the lung".into()
+        } else {
+            format!(
+                "{share:.0} % of the lungs and airways was taken as airway: the airway search ran \
+                 into the lung, which is then missing from the lobes"
+            )
         },
     });
 

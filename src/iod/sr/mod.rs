@@ -288,6 +288,7 @@ impl ReportInput<'_> {
         self.source
             .slices
             .iter()
+            .flatten()
             .map(|(sop, _)| {
                 vec![
                     ("image.sop_class", self.source.sop_class_uid.clone()),
@@ -485,7 +486,7 @@ pub fn build(template: &Template, input: &ReportInput<'_>) -> InMemDicomObject {
             );
         })
     };
-    let mut ct: Vec<String> = s.slices.iter().map(|(i, _)| i.clone()).collect();
+    let mut ct: Vec<String> = s.slices.iter().flatten().map(|(i, _)| i.clone()).collect();
     ct.dedup();
     let evidence = item(|st| {
         put_str(st, tags::STUDY_INSTANCE_UID, VR::UI, &s.study_instance_uid);
