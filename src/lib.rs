@@ -10,6 +10,7 @@ pub mod config;
 pub mod dataset;
 pub mod infer;
 pub mod iod;
+pub mod labels;
 pub mod metrics;
 pub mod net;
 pub mod nifti;

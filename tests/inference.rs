@@ -139,8 +139,9 @@ fn the_lung_channel_is_the_lobes_mask_in_place() {
             }
         }
     }
-    let (labels, _) = infer::segment_volume_timed(&model, &volume, Some(&lobes), &mut |_, _| {})
-        .expect("segment");
+    let (labels, _) =
+        infer::segment_volume_timed(&model, &volume, Some(&lobes), None, &mut |_, _| {})
+            .expect("segment");
     let expected: Vec<u8> = lobes
         .iter()
         .map(|&l| {
@@ -156,7 +157,7 @@ fn the_lung_channel_is_the_lobes_mask_in_place() {
     assert_eq!(wrong, 0, "{wrong} voxels differ from the lung mask");
 
     // Without the lobes there is no lung channel to give: a clear error, no guess.
-    let err = match infer::segment_volume_timed(&model, &volume, None, &mut |_, _| {}) {
+    let err = match infer::segment_volume_timed(&model, &volume, None, None, &mut |_, _| {}) {
         Ok(_) => panic!("ran without the lung mask"),
         Err(e) => e.to_string(),
     };

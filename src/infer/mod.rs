@@ -16,7 +16,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::config::InferenceConfig;
-use crate::quant::Lobe;
+use crate::labels::Lobe;
 use crate::volume::Volume;
 use model::{Channel, Model, Role, Upsample};
 use resample::ModelGrid;
@@ -129,8 +129,8 @@ fn label_values(m: &model::Manifest) -> Result<Vec<u8>, InferError> {
         }
         out[c] = match key.as_str() {
             "background" => 0,
-            "ground_glass" => crate::quant::opacity::GROUND_GLASS,
-            "consolidation" => crate::quant::opacity::CONSOLIDATION,
+            "ground_glass" => crate::labels::opacity::GROUND_GLASS,
+            "consolidation" => crate::labels::opacity::CONSOLIDATION,
             lobe => Lobe::ALL
                 .into_iter()
                 .find(|l| l.key() == lobe)
@@ -158,17 +158,19 @@ pub fn segment_volume(
     volume: &Volume,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Vec<u8>, InferError> {
-    segment_volume_timed(model, volume, None, progress).map(|(labels, _)| labels)
+    segment_volume_timed(model, volume, None, None, progress).map(|(labels, _)| labels)
 }
 
 /// `segment_volume`, with the time of each step. With `within` (a mask on the source grid,
 /// non-zero inside), a patch model runs only on the patches that hold part of the mask, and every
 /// voxel outside the mask's patches is labelled as channel 0 (background): for opacities, which
-/// pulmo keeps only inside the lungs, this skips the patches of air and body wall.
+/// pulmo keeps only inside the lungs, this skips the patches of air and body wall. With `refine`,
+/// a model upsampled linearly has each source slice refined as it comes back.
 pub fn segment_volume_timed(
     model: &Model,
     volume: &Volume,
     within: Option<&[u8]>,
+    refine: Option<&resample::RefineSlice>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Vec<u8>, SegmentTimes), InferError> {
     let m = &model.manifest;
@@ -209,13 +211,7 @@ pub fn segment_volume_timed(
     let labels = label_values(m)?;
     let out = match m.output.upsample {
         Upsample::Nearest => resample::labels_to_source(&probs, k, &grid, &labels),
-        Upsample::Linear => resample::labels_to_source_linear(
-            &probs,
-            k,
-            &grid,
-            &labels,
-            m.output.lung_border.as_ref().map(|b| (b, &volume.hu[..])),
-        ),
+        Upsample::Linear => resample::labels_to_source_linear(&probs, k, &grid, &labels, refine),
     };
     times.back_s = t.elapsed().as_secs_f64();
     Ok((out, times))

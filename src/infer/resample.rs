@@ -17,8 +17,6 @@
 
 use rayon::prelude::*;
 
-use super::model::LungBorder;
-use crate::segment::border::{Voxel, refine_slice};
 use crate::volume::Geometry;
 
 /// A model grid over a source volume; arrays are `[z][y][x]`.
@@ -195,16 +193,46 @@ pub fn mark_model_voxels(mask: &[u8], grid: &ModelGrid) -> Vec<bool> {
     out
 }
 
+/// What the upsampling knows of one CT voxel of a slice.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Voxel {
+    /// The model's background probability, interpolated to the voxel.
+    pub background: f32,
+    /// The most probable lobe's label, whatever the background probability.
+    pub best_lobe: u8,
+}
+
+impl Voxel {
+    /// From the voxel's class probabilities (one per channel) and each channel's label.
+    pub fn of(probs: &[f32], label_of_channel: &[u8]) -> Voxel {
+        let mut voxel = Voxel::default();
+        let mut best_lobe = f32::NEG_INFINITY;
+        for (&p, &label) in probs.iter().zip(label_of_channel) {
+            if label == 0 {
+                voxel.background = p;
+            } else if p > best_lobe {
+                best_lobe = p;
+                voxel.best_lobe = label;
+            }
+        }
+        voxel
+    }
+}
+
+/// A refinement of one source slice's labels (slice index, labels, what the upsampling knew of each
+/// voxel), run as each slice is upsampled. The image analysis supplies it (`segment::border`):
+/// `infer` runs models and knows no rule about the CT.
+pub type RefineSlice<'a> = dyn Fn(usize, &mut [u8], &[Voxel]) + Sync + 'a;
+
 /// Labels on the source grid: class probabilities interpolated trilinearly to each source voxel
 /// centre, then the argmax, mapped through `label_of_channel`.
-/// With `border` (the rule and the CT's HU on the source grid), the CT places the lungs' border
-/// where the model is unsure (`border::refine_slice`).
+/// With `refine`, each slice is refined once upsampled.
 pub fn labels_to_source_linear(
     probs: &[f32],
     channels: usize,
     grid: &ModelGrid,
     label_of_channel: &[u8],
-    border: Option<(&LungBorder, &[i16])>,
+    refine: Option<&RefineSlice>,
 ) -> Vec<u8> {
     let [mz, my, mx] = grid.dims;
     let [sz, sy, sx] = grid.src_dims;
@@ -230,7 +258,7 @@ pub fn labels_to_source_linear(
             }
             let mut row = vec![0f32; channels * mx];
             let mut here = vec![0f32; channels];
-            let mut voxels = vec![Voxel::default(); if border.is_some() { sy * sx } else { 0 }];
+            let mut voxels = vec![Voxel::default(); if refine.is_some() { sy * sx } else { 0 }];
             for (y, &(y0, y1, wy)) in ty.iter().enumerate() {
                 for c in 0..channels {
                     for x in 0..mx {
@@ -247,14 +275,13 @@ pub fn labels_to_source_linear(
                         }
                     }
                     slice[y * sx + x] = label_of_channel[best.0];
-                    if border.is_some() {
+                    if refine.is_some() {
                         voxels[y * sx + x] = Voxel::of(&here, label_of_channel);
                     }
                 }
             }
-            if let Some((rule, hu)) = border {
-                let n = sy * sx;
-                refine_slice(slice, &voxels, &hu[z * n..(z + 1) * n], sx, rule);
+            if let Some(refine) = refine {
+                refine(z, slice, &voxels);
             }
         });
     out
@@ -330,36 +357,5 @@ mod tests {
             labels_to_source_linear(&probs, 2, &same, &[0, 7], None),
             labels_to_source(&probs, 2, &same, &[0, 7])
         );
-    }
-
-    #[test]
-    fn the_ct_places_the_border_where_the_model_is_unsure() {
-        // The boundary above, in two rows, with the CT's chest wall ending later (row 0: lung
-        // from voxel 9) and earlier (row 1: from voxel 5) than the model's 0.5 crossing (7).
-        // Its background probability lies within 0.2..0.8 from voxel 5 to 8: the CT decides
-        // there, the model elsewhere.
-        let probs = [
-            1.0, 0.75, 0.0, 1.0, 0.75, 0.0, 0.0, 0.25, 1.0, 0.0, 0.25, 1.0,
-        ];
-        let grid = ModelGrid {
-            dims: [1, 2, 3],
-            src_dims: [1, 2, 12],
-            scale: [1.0, 1.0, 4.0],
-        };
-        let rule = LungBorder {
-            unsure: [0.2, 0.8],
-            lung_below_hu: -400.0,
-            air_below_hu: -960.0,
-            wall_above_hu: -250.0,
-            dense_reach_voxels: 8,
-        };
-        let mut hu = [-850i16; 24];
-        hu[..9].fill(40);
-        hu[12..17].fill(40);
-        let labels = labels_to_source_linear(&probs, 2, &grid, &[0, 7], Some((&rule, &hu)));
-        let (wall, lung) = ([0u8; 9], [7u8; 3]);
-        assert_eq!(labels[..12], [&wall[..], &lung[..]].concat());
-        let (wall, lung) = ([0u8; 5], [7u8; 7]);
-        assert_eq!(labels[12..], [&wall[..], &lung[..]].concat());
     }
 }

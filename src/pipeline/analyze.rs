@@ -373,10 +373,21 @@ pub fn analyze(
 
     progress.stage("lobes");
     let t = Instant::now();
-    let (mut lobes, lt) =
-        infer::segment_volume_timed(&models.lobes, &volume, None, &mut |d, n| {
-            progress.update(d, n)
-        })?;
+    let border = models
+        .lobes
+        .manifest
+        .output
+        .lung_border
+        .as_ref()
+        .map(|rule| segment::border::refiner(rule, &volume.hu, g.rows, g.columns));
+    let (mut lobes, lt) = infer::segment_volume_timed(
+        &models.lobes,
+        &volume,
+        None,
+        border.as_deref(),
+        &mut |d, n| progress.update(d, n),
+    )?;
+    drop(border);
     timed("lobes", t, progress);
     let t = Instant::now();
     let lungs = segment::lung::segment(&volume);
@@ -395,10 +406,13 @@ pub fn analyze(
 
     progress.stage("opacities");
     let t = Instant::now();
-    let (mut opacities, ot) =
-        infer::segment_volume_timed(&models.opacities, &volume, Some(&lobes), &mut |d, n| {
-            progress.update(d, n)
-        })?;
+    let (mut opacities, ot) = infer::segment_volume_timed(
+        &models.opacities,
+        &volume,
+        Some(&lobes),
+        None,
+        &mut |d, n| progress.update(d, n),
+    )?;
     timed("opacities", t, progress);
     let t = Instant::now();
     postprocess::opacities_inside_lungs(&mut opacities, &lobes);

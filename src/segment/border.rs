@@ -11,31 +11,19 @@
 
 use super::flood;
 use crate::infer::model::LungBorder;
+use crate::infer::resample::{RefineSlice, Voxel};
 
-/// What the upsampling knows of one CT voxel of a slice.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Voxel {
-    /// The model's background probability, interpolated to the voxel.
-    pub background: f32,
-    /// The most probable lobe's label, whatever the background probability.
-    pub best_lobe: u8,
-}
-
-impl Voxel {
-    /// From the voxel's class probabilities (one per channel) and each channel's label.
-    pub fn of(probs: &[f32], label_of_channel: &[u8]) -> Voxel {
-        let mut voxel = Voxel::default();
-        let mut best_lobe = f32::NEG_INFINITY;
-        for (&p, &label) in probs.iter().zip(label_of_channel) {
-            if label == 0 {
-                voxel.background = p;
-            } else if p > best_lobe {
-                best_lobe = p;
-                voxel.best_lobe = label;
-            }
-        }
-        voxel
-    }
+/// The rule as the upsampling's per-slice refinement, with the CT's HU on the source grid.
+pub fn refiner<'a>(
+    rule: &'a LungBorder,
+    hu: &'a [i16],
+    rows: usize,
+    cols: usize,
+) -> Box<RefineSlice<'a>> {
+    let plane = rows * cols;
+    Box::new(move |z: usize, labels: &mut [u8], voxels: &[Voxel]| {
+        refine_slice(labels, voxels, &hu[z * plane..(z + 1) * plane], cols, rule);
+    })
 }
 
 /// Refine one CT slice's labels (`rows * cols`, row major) in place.
@@ -141,5 +129,43 @@ mod tests {
         let hu = [30, -850, 30, 30, -850, 30];
         refine_slice(&mut labels, &voxels, &hu, 3, &RULE);
         assert_eq!(labels, [3, 3, 0, 3, 3, 0]);
+    }
+
+    #[test]
+    fn the_ct_places_the_border_where_the_model_is_unsure_as_the_model_is_upsampled() {
+        // A boundary between model voxels, in two rows, with the CT's chest wall ending later (row 0: lung
+        // from voxel 9) and earlier (row 1: from voxel 5) than the model's 0.5 crossing (7).
+        // Its background probability lies within 0.2..0.8 from voxel 5 to 8: the CT decides
+        // there, the model elsewhere.
+        let probs = [
+            1.0, 0.75, 0.0, 1.0, 0.75, 0.0, 0.0, 0.25, 1.0, 0.0, 0.25, 1.0,
+        ];
+        let grid = crate::infer::resample::ModelGrid {
+            dims: [1, 2, 3],
+            src_dims: [1, 2, 12],
+            scale: [1.0, 1.0, 4.0],
+        };
+        let rule = LungBorder {
+            unsure: [0.2, 0.8],
+            lung_below_hu: -400.0,
+            air_below_hu: -960.0,
+            wall_above_hu: -250.0,
+            dense_reach_voxels: 8,
+        };
+        let mut hu = [-850i16; 24];
+        hu[..9].fill(40);
+        hu[12..17].fill(40);
+        let refine = refiner(&rule, &hu, 2, 12);
+        let labels = crate::infer::resample::labels_to_source_linear(
+            &probs,
+            2,
+            &grid,
+            &[0, 7],
+            Some(refine.as_ref()),
+        );
+        let (wall, lung) = ([0u8; 9], [7u8; 3]);
+        assert_eq!(labels[..12], [&wall[..], &lung[..]].concat());
+        let (wall, lung) = ([0u8; 5], [7u8; 7]);
+        assert_eq!(labels[12..], [&wall[..], &lung[..]].concat());
     }
 }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use super::postprocess::{neighbours6, run_components_where};
 use crate::infer::model::ConsolidatedLobe;
-use crate::quant::{Lobe, opacity};
+use crate::labels::{Lobe, opacity};
 
 /// Relabel in `lobes` (labels on the CT grid, `[z][y][x]` of `dims`) the voxels of each found
 /// opacity (`opacities`, 6-connected components) that the rule gives to one lobe.

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use super::fissures::gaussian_kernel;
 use crate::infer::model::FissureSurface;
-use crate::quant::opacity;
+use crate::labels::opacity;
 
 /// Step (mm) of the search for the shift along z.
 const STEP_MM: f64 = 0.5;

@@ -17,9 +17,9 @@ use rayon::prelude::*;
 
 use super::postprocess::{bounding_box, neighbours6, squared_depth};
 use crate::infer::model::Fissures;
-use crate::quant::opacity;
+use crate::labels::opacity;
 
-/// 0: background; 1: right lung; 2: left lung (labels as `quant::Lobe`).
+/// 0: background; 1: right lung; 2: left lung (labels as `labels::Lobe`).
 fn lung_of(label: u8) -> u8 {
     match label {
         1..=3 => 1,

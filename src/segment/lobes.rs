@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 
 use super::lung::{LEFT, RIGHT};
 use super::postprocess::{largest_component, neighbours6};
-use crate::quant::Lobe;
+use crate::labels::Lobe;
 
 /// What laying the model's lobes on the lung changed, for the quality checks.
 #[derive(Debug, Clone, Copy, Default)]

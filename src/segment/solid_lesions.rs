@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use super::dense::{self, Lung};
 use super::postprocess::OpacityComponents;
 use crate::infer::model::SolidLesions;
-use crate::quant::opacity;
+use crate::labels::opacity;
 
 /// The solid lesions found, each by one of its voxels (indices into `[z][y][x]` of the CT
 /// grid): later rules only add voxels to a finding or drop it, so the voxel names the finding

@@ -26,7 +26,7 @@ use crate::quant::{Findings, Lobe};
 pub const PRIVATE_SCHEME: &str = "99PULMO";
 
 /// Every private code the shipped template uses: (code, meaning).
-pub const PRIVATE_CODES: [(&str, &str); 18] = [
+pub const PRIVATE_CODES: [(&str, &str); 19] = [
     ("PULMO-PLO", "Percentage of lobe opacified"),
     ("PULMO-GGO", "Percentage of lobe with ground-glass opacity"),
     ("PULMO-CONS", "Percentage of lobe with consolidation"),
@@ -48,6 +48,10 @@ pub const PRIVATE_CODES: [(&str, &str); 18] = [
     ),
     ("PULMO-QC-SIDES", "Quality check: both lungs"),
     ("PULMO-QC-NOISE", "Quality check: image noise"),
+    (
+        "PULMO-QC-AIRWAY",
+        "Quality check: airway told from the lung",
+    ),
     ("PULMO-PASS", "Passed"),
     ("PULMO-FAIL", "Failed"),
     ("PULMO-EP", "Execution provider"),
@@ -148,6 +152,8 @@ fn qc_code(name: &str) -> &'static str {
         "aerated_lung_without_lobe" => "PULMO-QC-AERATED",
         "both_lungs" => "PULMO-QC-SIDES",
         "noise" => "PULMO-QC-NOISE",
+        "airway" => "PULMO-QC-AIRWAY",
+        // "lobes_model_agreement"
         _ => "PULMO-QC-MASK",
     }
 }
@@ -541,4 +547,29 @@ pub fn write(obj: InMemDicomObject, kind: SrKind, sop: &str, path: &Path) -> Res
         path: path.display().to_string(),
         message,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_quality_check_has_its_own_private_code() {
+        let names = [
+            "lung_volume",
+            "five_lobes",
+            "lung_coverage",
+            "slice_spacing",
+            "lobes_model_agreement",
+            "aerated_lung_without_lobe",
+            "airway",
+            "both_lungs",
+            "noise",
+        ];
+        let codes: std::collections::BTreeSet<&str> = names.iter().map(|n| qc_code(n)).collect();
+        assert_eq!(codes.len(), names.len());
+        for c in codes {
+            assert!(PRIVATE_CODES.iter().any(|(code, _)| *code == c), "{c}");
+        }
+    }
 }
