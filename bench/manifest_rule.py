@@ -3,20 +3,13 @@ The shipped models run twice per study, interleaved: with the manifests as shipp
 rule taken out. Rules: `thin_opacities` (the opacities manifest's `min_inscribed_radius_voxels`),
 `lung_border` (the lobes manifest's `[output.lung_border]`), `opacity_edge` (the opacities
 manifest's `[output.opacity_edge]`), `vessel_opacities` (its `[output.vessel_opacities]`),
-`solid_lesions` (its `[output.solid_lesions]`), `ground_glass_iqr` (the vessel rule's
-`max_ground_glass_iqr_hu`),
-`consolidated_lobe` (the lobes manifest's `[output.consolidated_lobe]`), `aerated_pocket` (that
-table's `aerated_pocket_share`), `fissures` (the lobes manifest's `[output.fissures]`),
-`fissure_surface` (its `[output.fissure_surface]`) and `surface_refine` (that table's
-refinement of the oblique fissures and the horizontal fissure's leaving out of dense voxels, lobes
-1.6.0).
-Full-size phantoms (seed 1) at two COVID-19 severities (for `consolidated_lobe`, which acts on
-lobar pneumonia: critical COVID-19 and lobar pneumonia; for `aerated_pocket`: lobar pneumonia of
-seed 1 and of tuning seed 800074, where the pocket moves; for `fissures`: a normal phantom and
-critical COVID-19); medians of RUNS runs (default 3). Run from the repository root after
+`ground_glass_iqr` (the vessel rule's `max_ground_glass_iqr_hu`), `fissure_surface` (the lobes
+manifest's `[output.fissure_surface]`) and `surface_refine` (that table's refinement of the
+oblique fissures and the horizontal fissure's leaving out of dense voxels, lobes 1.6.0).
+Full-size phantoms (seed 1) at two COVID-19 severities; medians of RUNS runs (default 3). Run from the repository root after
 `make build`:
 
-    build/venv/bin/python bench/manifest_rule.py thin_opacities|lung_border|opacity_edge|vessel_opacities|solid_lesions|ground_glass_iqr|consolidated_lobe|aerated_pocket|fissures|fissure_surface|surface_refine
+    build/venv/bin/python bench/manifest_rule.py thin_opacities|lung_border|opacity_edge|vessel_opacities|ground_glass_iqr|fissure_surface|surface_refine
 
 Prints a Markdown table for BENCHMARKS.md."""
 import json
@@ -38,11 +31,7 @@ RULES = {
     "lung_border": (r"(?ms)^\[output\.lung_border\]\n.*?\n\n", "lobes_back_to_source"),
     "opacity_edge": (r"(?ms)^\[output\.opacity_edge\]\n.*?\n\n", "opacity_edge"),
     "vessel_opacities": (r"(?ms)^\[output\.vessel_opacities\]\n.*?\n\n", "vessel_opacities"),
-    "solid_lesions": (r"(?ms)^\[output\.solid_lesions\]\n.*?\n\n", "solid_lesions"),
     "ground_glass_iqr": (r"(?m)^max_ground_glass_iqr_hu = .*\n", "vessel_opacities"),
-    "consolidated_lobe": (r"(?ms)^\[output\.consolidated_lobe\]\n.*?\n\n", "consolidated_lobe"),
-    "aerated_pocket": (r"(?m)^aerated_pocket_share = .*\n", "consolidated_lobe"),
-    "fissures": (r"(?ms)^\[output\.fissures\]\n.*?\n\n", "fissures"),
     "fissure_surface": (r"(?ms)^\[output\.fissure_surface\]\n.*?\n\n", "fissure_surface"),
     "surface_refine": (r"(?m)^refine_mm = .*\nrefine_smooth_mm = .*\nhorizontal_skips_dense = .*\n",
                        "fissure_surface"),
@@ -72,10 +61,7 @@ try:
         variants[name] = cfg
     print(f"| study | wall without / with (median) | max RSS without / with (median) | {stage_name} without / with (median) |")
     print("| --- | --- | --- | --- |")
-    cases = {"consolidated_lobe": (("covid", "critical", 1), ("lobar", "moderate", 1)),
-             "aerated_pocket": (("lobar", "moderate", 1), ("lobar", "moderate", 800074)),
-             "fissures": (("normal", "moderate", 1), ("covid", "critical", 1)),
-             "fissure_surface": (("normal", "moderate", 1), ("covid", "critical", 1)),
+    cases = {"fissure_surface": (("normal", "moderate", 1), ("covid", "critical", 1)),
              "surface_refine": (("normal", "moderate", 1), ("covid", "critical", 1))}.get(
         sys.argv[1], (("covid", "critical", 1), ("covid", "moderate", 1)))
     for pattern, severity, seed in cases:

@@ -209,19 +209,12 @@ const EDGE: &str = "\n[output.opacity_edge]\ndense_above_hu = -700.0\nreach_mm =
 const VESSEL: &str = "\n[output.vessel_opacities]\ndense_above_hu = -300.0\nmax_radius_mm = 8.0\n\
     min_vessel_share = 0.2\n";
 
-/// A solid-lesion rule, to append to a manifest.
-const SOLID: &str = "\n[output.solid_lesions]\ndense_above_hu = -300.0\n\
-    min_consolidation_share = 0.4\nmin_solid_ml = 0.2\n";
-
-/// A consolidated-lobe rule, to append to a manifest.
-const CONSOLIDATED: &str = "\n[output.consolidated_lobe]\nmin_lobe_share = 0.5\n\
-    min_inside_share = 0.7\nmin_consolidation_share = 0.5\nmax_neighbour_share = 0.25\n";
-
+/// The watershed rule that lobes 1.4.0-1.6.0 had (removed in 1.7.0).
 const FISSURES: &str = "\n[output.fissures]\nband_mm = 8.0\nsmooth_mm = 1.0\n\
     max_voxel_mm = 1.5\nhu_range = [-1000.0, -500.0]\n";
 
 const SURFACE: &str = "\n[output.fissure_surface]\nsmooth_mm = 40.0\nsearch_mm = 6.0\n\
-    thin_search_mm = 3.0\nband_mm = 15.0\nrefine_mm = 5.0\nrefine_smooth_mm = 15.0\n\
+    band_mm = 15.0\nrefine_mm = 5.0\nrefine_smooth_mm = 15.0\n\
     horizontal_skips_dense = true\nhu_range = [-1000.0, -500.0]\n";
 
 /// The threshold (opacities) manifest made a lobes one, upsampled linearly.
@@ -348,67 +341,11 @@ fn bad_manifests_are_refused_with_clear_messages() {
             "max_ground_glass_iqr_hu must be above 0 and at most 500",
         ),
         (
-            "solid-role",
-            Box::new(|t: String| as_linear_lobes(t) + SOLID),
-            "solid_lesions is for an opacities model",
-        ),
-        (
-            "solid-hu",
-            Box::new(|t: String| t + &SOLID.replace("-300.0", "-950.0")),
-            "solid_lesions.dense_above_hu must be within",
-        ),
-        (
-            "solid-share",
-            Box::new(|t: String| t + &SOLID.replace("= 0.4", "= 1.5")),
-            "min_consolidation_share must be within 0..1",
-        ),
-        (
-            "solid-ml",
-            Box::new(|t: String| t + &SOLID.replace("= 0.2", "= 0.0")),
-            "min_solid_ml must be above 0 and at most 100",
-        ),
-        (
-            "consolidated-role",
-            Box::new(|t: String| t + CONSOLIDATED),
-            "consolidated_lobe is for a lobes model",
-        ),
-        (
-            "consolidated-share",
-            Box::new(|t: String| {
-                as_linear_lobes(t)
-                    + &CONSOLIDATED.replace("min_lobe_share = 0.5", "min_lobe_share = 0.0")
-            }),
-            "min_lobe_share must be above 0 and at most 1",
-        ),
-        (
-            "consolidated-inside",
-            Box::new(|t: String| as_linear_lobes(t) + &CONSOLIDATED.replace("= 0.7", "= 0.5")),
-            "min_inside_share must be above 0.5",
-        ),
-        (
-            "consolidated-neighbour",
-            Box::new(|t: String| as_linear_lobes(t) + &CONSOLIDATED.replace("= 0.25", "= 0.5")),
-            "max_neighbour_share must be below min_lobe_share",
-        ),
-        (
-            "fissures-role",
-            Box::new(|t: String| t + FISSURES),
-            "fissures is for a lobes model",
-        ),
-        (
-            "fissures-band",
-            Box::new(|t: String| as_linear_lobes(t) + &FISSURES.replace("= 8.0", "= 0.0")),
-            "band_mm must be above 0 and at most 30",
-        ),
-        (
-            "fissures-smooth",
-            Box::new(|t: String| as_linear_lobes(t) + &FISSURES.replace("= 1.0", "= -1.0")),
-            "smooth_mm must be within 0..5",
-        ),
-        (
-            "fissures-voxel",
-            Box::new(|t: String| as_linear_lobes(t) + &FISSURES.replace("= 1.5", "= 20.0")),
-            "max_voxel_mm must be above 0 and at most 10",
+            // Lobes 1.7.0 dropped the rules that changed nothing on real CT: an older manifest
+            // that still has one is refused by name, not silently run without it.
+            "removed-rule",
+            Box::new(|t: String| as_linear_lobes(t) + FISSURES),
+            "unknown field `fissures`",
         ),
         (
             "surface-role",
@@ -424,11 +361,6 @@ fn bad_manifests_are_refused_with_clear_messages() {
             "surface-search",
             Box::new(|t: String| as_linear_lobes(t) + &SURFACE.replace("= 6.0", "= 25.0")),
             "fissure_surface.search_mm must be within 0..20",
-        ),
-        (
-            "surface-thin-search",
-            Box::new(|t: String| as_linear_lobes(t) + &SURFACE.replace("= 3.0", "= -1.0")),
-            "fissure_surface.thin_search_mm must be within 0..20",
         ),
         (
             "surface-band",
@@ -456,20 +388,6 @@ fn bad_manifests_are_refused_with_clear_messages() {
                 as_linear_lobes(t) + &SURFACE.replace("[-1000.0, -500.0]", "[-500.0, -500.0]")
             }),
             "fissure_surface.hu_range must be [low, high]",
-        ),
-        (
-            "fissures-hu",
-            Box::new(|t: String| {
-                as_linear_lobes(t) + &FISSURES.replace("[-1000.0, -500.0]", "[-500.0, -1000.0]")
-            }),
-            "hu_range must be [low, high]",
-        ),
-        (
-            "consolidated-pocket",
-            Box::new(|t: String| {
-                as_linear_lobes(t) + CONSOLIDATED + "aerated_pocket_share = [0.3, 0.2]\n"
-            }),
-            "aerated_pocket_share must be [low, high] with 0 < low < high < 0.5",
         ),
     ];
     // The lobes model runs first, so it cannot be given the lung mask.

@@ -11,8 +11,8 @@ import tomllib
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from evaluate import breakdown, table  # noqa: E402
-from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBES_BORDER, LOBES_CONSOLIDATED, LOBES_FISSURE_SURFACE, LOBES_FISSURES, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING,  # noqa: E402
-                  OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_SOLID, OPACITIES_VESSELS, OPACITIES_PATCH, SEG_SPACING, TRAIN_SEEDS, WINDOW)
+from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBES_BORDER, LOBES_FISSURE_SURFACE, LOBES_MULTIPLE, LOBES_PATCH, LOBES_SPACING,  # noqa: E402
+                  OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_VESSELS, OPACITIES_PATCH, SEG_SPACING, TRAIN_SEEDS, WINDOW)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -31,35 +31,20 @@ the CT places the border (`[output.lung_border]` in the manifest): aerated voxel
 {LOBES_BORDER['lung_below_hu']:.0f} HU) join the most probable lobe, and voxels denser than {LOBES_BORDER['wall_above_hu']:.0f} HU (chest wall,
 diaphragm; ground glass is lighter) leave the lung unless dense lung the model is sure of lies within
 {LOBES_BORDER['dense_reach_voxels']} in-plane voxels, which keeps consolidation that reaches the pleura, where CT shows no border.
-pulmo then keeps the largest component of each lung and fills what the lungs enclose in 3D. After the
-opacity rules, on CTs whose voxels are at most {LOBES_FISSURES['max_voxel_mm']} mm along every axis, the border between two lobes of one
-lung moves to the fissure the CT shows (`[output.fissures]`): the 3.2 mm grid barely shows a fissure, a
-thin slice does, so lung within {LOBES_FISSURES['band_mm']:.0f} mm of the model's border with no opacity found is flooded again
-from the rest of each lobe, in order of density (the CT clipped to {LOBES_FISSURES['hu_range'][0]:.0f} to {LOBES_FISSURES['hu_range'][1]:.0f} HU, smoothed by a
-{LOBES_FISSURES['smooth_mm']:.0f} mm Gaussian), and the floods of two lobes meet on the fissure, the densest surface between them;
-found opacities keep the network's label. Then each fissure is taken as one smooth surface
+pulmo takes the lung itself from the CT (src/segment/lung.rs) and lays these labels on it: every lung
+voxel in one lobe of its side. After the opacity rules each fissure is taken as one smooth surface
 (`[output.fissure_surface]`): the model's border between the two lobes as a height field, smoothed by a
 local plane fit with Gaussian weights of {LOBES_FISSURE_SURFACE['smooth_mm']:.0f} mm, and shifted by the plane (up to
-{LOBES_FISSURE_SURFACE['search_mm']:.0f} mm on thick slices, {LOBES_FISSURE_SURFACE['thin_search_mm']:.0f} mm where the watershed acted) that lies on the strongest ridge of the
+{LOBES_FISSURE_SURFACE['search_mm']:.0f} mm) that lies on the strongest ridge of the
 CT (its density against the CT one slice above and below): a ridge too faint to see in any column of a
 5 mm slice shows when thousands of columns are averaged. Each column of an oblique fissure then moves up to
 {LOBES_FISSURE_SURFACE['refine_mm']:.0f} mm more (no further than the plane's reach) to the strongest ridge of the columns around it, pooled
 with Gaussian weights of {LOBES_FISSURE_SURFACE['refine_smooth_mm']:.0f} mm, which follows a bend of the network's border that no plane fits; the
 horizontal fissure's ridge leaves out voxels denser than {LOBES_FISSURE_SURFACE['hu_range'][1]:.0f} HU, since vessels run in its plane at the
 hilum's level and read as ridges too.
-The lobe voxels within {LOBES_FISSURE_SURFACE['band_mm']:.0f} mm of it take its side; where the watershed acted, only found
-opacities do, so that the fissure runs on through them. Last, a consolidated lobe keeps its consolidation (`[output.consolidated_lobe]`): where the CT
-shows no fissure inside a consolidated lobe the network gave part of it to the neighbouring lobe (lobar
-pneumonia read as 1-15 % opacity of a clean neighbour), so a found opacity that fills at least
-{LOBES_CONSOLIDATED['min_lobe_share'] * 100:.0f} % of one lobe, lies at least {LOBES_CONSOLIDATED['min_inside_share'] * 100:.0f} % in it and is at least
-{LOBES_CONSOLIDATED['min_consolidation_share'] * 100:.0f} % consolidation takes back its voxels labelled as another lobe of the same lung:
-the edge of lobar consolidation is the fissure. Diffuse ground glass, or a finding spread over several
-lobes, does not move a fissure. The other half of that fissure: a piece of aerated lung (no opacity
-found, 6-connected) of {LOBES_CONSOLIDATED['aerated_pocket_share'][0] * 100:.0f}–{LOBES_CONSOLIDATED['aerated_pocket_share'][1] * 100:.0f} % of the claiming lobe that touches a neighbour
-which gave way goes to the neighbour it touches most (`aerated_pocket_share`): the network had put
-the fissure into the clean lobe, and the consolidated lobe read 4–15 points low. Version 1.1.0 is the
-1.0.0 network with the border rule, 1.2.0 adds the consolidated-lobe rule, 1.3.0 its aerated pocket,
-1.4.0 the fissures from the CT, 1.5.0 the fissure as a surface, 1.6.0 its refinement.""",
+The lobe voxels within {LOBES_FISSURE_SURFACE['band_mm']:.0f} mm of it take its side. Version 1.1.0 is the 1.0.0 network with the
+border rule, 1.5.0 adds the fissure as a surface, 1.6.0 its refinement; 1.7.0 drops the rules that changed nothing
+on real chest CT (the consolidated lobe of 1.2.0-1.3.0, the thin-slice fissure watershed of 1.4.0).""",
     "opacities": f"""A 3D U-Net (4 levels, 8-16-32-48 channels, instance normalisation) that labels every voxel as
 background, ground-glass opacity or consolidation. Input, two channels in patches of
 {OPACITIES_PATCH[0]} × {OPACITIES_PATCH[1]} × {OPACITIES_PATCH[2]} voxels on a {SEG_SPACING[0]} × {SEG_SPACING[1]} ×
@@ -87,14 +72,8 @@ drops a small nodule touching a vessel. It keeps ground glass of its own that a 
 least half of which is lung at or below {OPACITIES_VESSELS['dense_above_hu']:.0f} HU whose interquartile range is at most
 {OPACITIES_VESSELS['max_ground_glass_iqr_hu']:.0f} HU (a vessel's halo falls off from the vessel to the lung, a wide range; a ground-glass
 lesion is evenly dense). Version 1.2.0 is the 1.1.0 network with the filter; 1.3.0 adds the edge rule, 1.4.0 the
-vessel rule, 1.5.0 the solid lesions, 1.6.0 the ground-glass exception to the vessel rule.
-Before both filters, pulmo marks the findings that are a solid lesion (`[output.solid_lesions]`), which the
-filters then keep: at least {OPACITIES_SOLID['min_consolidation_share'] * 100:.0f} % consolidation as the network labelled them,
-holding at least {OPACITIES_SOLID['min_solid_ml']} mL of dense lung (above {OPACITIES_SOLID['dense_above_hu']:.0f} HU) that lies mostly inside them, more than
-they hold of dense lung that goes on beyond them (a vessel).
-On a small CT (2.7-3.3 mm pixels, 5 mm slices) the network finds only part of a solid nodule, as thin as its
-false findings, and the thin filter dropped them all; a nodule touching a vessel joins the vessel's dense
-structure and is still lost to the vessel rule.""",
+vessel rule, 1.6.0 the ground-glass exception to the vessel rule; 1.7.0 drops the solid-lesion rule of 1.5.0,
+which changed nothing on real chest CT (not one voxel on lidc-idri-0001's nodules).""",
     "classifier": f"""A small 3D CNN (four strided convolutions, 12-24-32-48 channels, global mean and max pooling, plus
 four global statistics of the opacity map) that gives the probability of the COVID-19 pattern against other
 pneumonia patterns (lobar consolidation, nodules) and normal lungs. Input: two channels over the whole volume
@@ -138,19 +117,16 @@ LIMITS = {
   variants (accessory fissures, incomplete fissures, lobectomy), no disease that distorts lobes, no metal,
   no motion. On real CT it has never been validated; expect it to fail where real fissures are faint.
 - The grid is 3.2 × 3.2 × 5 mm: fissures are placed by interpolated probabilities, and the fissures
-  between the middle lobe and its neighbours are where the model errs most. On thin slices (voxels up to
-  {fvox} mm) pulmo moves them to the fissure the CT shows; on thicker slices (the small phantoms: 2.8 ×
-  2.8 × 5 mm) only the surface rule places them, by a faint ridge averaged over the whole fissure, and
-  the middle lobe stays less right than on thin slices. The CT rules follow the densest surface near the
+  between the middle lobe and its neighbours are where the model errs most. The surface rule places
+  them by a faint ridge averaged over the whole fissure; it follows the densest surface near the
   model's border: a fissure that is incomplete, or fainter than a vessel wall beside it, on real CT, may
-  draw it astray; the surface rule moves a fissure by up to 6 mm (3 mm on thin slices) to the
+  draw it astray; it moves a fissure by up to 6 mm to the
   strongest ridge it finds, even where the CT shows no fissure at all, and on a few small phantoms it
   moved the horizontal fissure the wrong way. It assumes each fissure is one surface over the axial plane (z a function of x and y). The lung's outer border is
   placed by the CT where the model is unsure; a subpleural opacity that is not near dense lung the model is
   sure of (thin ground glass is kept, being lighter than {wall} HU; a thin dense rind is not) can be cut
   from the lung there, and a lung on real CT that is denser than the rule allows (dependent atelectasis)
-  would be trimmed likewise.""".format(wall=f"{LOBES_BORDER['wall_above_hu']:.0f}",
-                                      fvox=LOBES_FISSURES["max_voxel_mm"]),
+  would be trimmed likewise.""".format(wall=f"{LOBES_BORDER['wall_above_hu']:.0f}"),
     "opacities": """- Trained on phantom lesions: ellipsoids with fractal borders, ground-glass and consolidated cores, and
   phantom vessels. Real ground-glass, crazy paving, fibrosis, atelectasis, emphysema and beam hardening
   were never seen. Small nodules under about 5 mm are at the limit of the 1.6 mm grid.""",

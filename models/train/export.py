@@ -6,8 +6,8 @@ import pathlib
 import onnx
 import torch
 
-from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_CONSOLIDATED, LOBES_FISSURE_SURFACE, LOBES_FISSURES, LOBES_MULTIPLE, LOBES_PATCH,
-                  LOBES_SPACING, OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_SOLID, OPACITIES_VESSELS, OPACITIES_PATCH, OPACITY_LABELS, SEG_OVERLAP, SEG_SPACING,
+from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_FISSURE_SURFACE, LOBES_MULTIPLE, LOBES_PATCH,
+                  LOBES_SPACING, OPACITIES_EDGE, OPACITIES_MIN_RADIUS_VOXELS, OPACITIES_VESSELS, OPACITIES_PATCH, OPACITY_LABELS, SEG_OVERLAP, SEG_SPACING,
                   TRAIN_SEEDS, WINDOW)
 
 # Per model: a retrained model gets a new version, the SR names it.
@@ -36,7 +36,9 @@ from spec import (CLASSIFIER_SEEDS, CLS_DIMS, LOBE_LABELS, LOBES_BORDER, LOBES_C
 # them through found opacities.
 # lobes 1.6.0: the 1.0.0 weights; the oblique fissures' surfaces are refined column by column
 # after the plane, and the horizontal fissure's ridge leaves out vessels (fissure_surface).
-VERSIONS = {"lobes": "1.6.0", "opacities": "1.6.0", "classifier": "1.2.0"}
+# lobes 1.7.0, opacities 1.7.0: the 1.0.0 and 1.1.0 weights; the rules that changed nothing on real
+# chest CT are gone (fissures, consolidated_lobe, solid_lesions; spec.py says why).
+VERSIONS = {"lobes": "1.7.0", "opacities": "1.7.0", "classifier": "1.2.0"}
 OPSET = 17
 
 
@@ -114,9 +116,7 @@ def lobes(net, out, training_s, steps):
               "3D U-Net on the whole chest at 3.2 x 3.2 x 5 mm: background and the five lung lobes.",
               inp, LOBE_LABELS, _provenance(training_s, steps), output_extra='\nupsample = "linear"',
               output_tables=_table("output.lung_border", LOBES_BORDER)
-              + _table("output.fissures", LOBES_FISSURES)
-              + _table("output.fissure_surface", LOBES_FISSURE_SURFACE)
-              + _table("output.consolidated_lobe", LOBES_CONSOLIDATED))
+              + _table("output.fissure_surface", LOBES_FISSURE_SURFACE))
 
 
 def _table(name, values):
@@ -137,7 +137,7 @@ def segmentation(net, name, out, training_s, steps, channels=("ct",), extra_seed
            f'channels = {_toml_list(list(channels))}')
     extra = f"\nmin_inscribed_radius_voxels = {OPACITIES_MIN_RADIUS_VOXELS}" if name == "opacities" else ""
     tables = (_table("output.opacity_edge", OPACITIES_EDGE) + _table("output.vessel_opacities", OPACITIES_VESSELS)
-              + _table("output.solid_lesions", OPACITIES_SOLID) if name == "opacities" else "")
+              if name == "opacities" else "")
     _manifest(out, name, name, "segmentation", sha, what, inp, labels, _provenance(training_s, steps),
               output_extra=extra, output_tables=tables, extra_seeds=extra_seeds)
 

@@ -17,25 +17,23 @@ LOBES_SPACING = (3.2, 3.2, 5.0)
 LOBES_PATCH = (96, 160, 160)
 LOBES_MULTIPLE = 8
 # Where the lobes model is unsure whether a CT voxel is lung (background probability 0.2-0.8),
-# pulmo lets the CT place the border (src/infer/border.rs): aerated voxels (-960 to -400 HU) join
+# pulmo lets the CT place the border (src/segment/border.rs): aerated voxels (-960 to -400 HU) join
 # the most probable lobe, dense ones (above -250 HU: chest wall, diaphragm; ground glass stays)
 # leave the lung unless dense lung the model is sure of lies within 8 in-plane voxels
 # (consolidation reaching the pleura, whose border the CT does not show). Chosen on 14 tuning
 # phantoms (seeds 800000-800013); see README.md.
 LOBES_BORDER = {"unsure": [0.2, 0.8], "lung_below_hu": -400.0, "air_below_hu": -960.0,
                 "wall_above_hu": -250.0, "dense_reach_voxels": 8}
-# After the opacity rules, on CTs of thin slices (every voxel axis at most 1.5 mm), the border
-# between two lobes of one lung moves to the fissure the CT shows (src/infer/fissures.rs): lung
-# within 8 mm of the model's border and with no opacity found is flooded again from the rest of
-# each lobe, in order of the CT clipped to -1000..-500 HU and smoothed by a 1 mm Gaussian, so that
-# the floods meet on the fissure (lobes 1.4.0; chosen on the 14 full-size tuning phantoms of seeds
-# 800000-800027, where the middle lobe's Dice rose from 0.90 to 0.98; see README.md).
-LOBES_FISSURES = {"band_mm": 8.0, "smooth_mm": 1.0, "max_voxel_mm": 1.5, "hu_range": [-1000.0, -500.0]}
-# Then each fissure as one smooth surface (src/infer/fissure_surface.rs): the model's border as a
+# Lobes 1.7.0 dropped three rules that changed nothing on real chest CT (bench/real_ct.py, 2026-12-07;
+# README.md "Every manifest rule re-measured on real CT"): the thin-slice fissure watershed
+# (`fissures`, lobes 1.4.0; forced onto the 2-2.5 mm real cases it made lobe borders ragged), the
+# consolidated lobe (`consolidated_lobe`, 1.2.0-1.3.0) and, for opacities 1.7.0, the solid lesions
+# (`solid_lesions`, 1.5.0; not one voxel changed on lidc-idri-0001's nodules).
+# After the opacity rules each fissure as one smooth surface (src/segment/fissure_surface.rs): the model's border as a
 # height field, smoothed by a local plane fit (Gaussian weights of 40 mm), shifted by the plane
-# (up to 6 mm on thick slices, 3 mm where the watershed acted) that lies on the strongest ridge of
+# (up to 6 mm) that lies on the strongest ridge of
 # the CT (its density against the CT one slice, at least 2 mm, above and below),
-# and the lobe voxels within 15 mm of it (on thin slices only found opacities) take its side
+# and the lobe voxels within 15 mm of it take its side
 # (lobes 1.5.0; chosen on the 16 small and 8 full-size tuning phantoms of 800000-800049; see
 # README.md, "The fissure as a surface"). After the plane, each column of an oblique fissure moves
 # up to 5 mm more, to the strongest ridge of the columns around it (pooled with Gaussian weights of
@@ -43,22 +41,9 @@ LOBES_FISSURES = {"band_mm": 8.0, "smooth_mm": 1.0, "max_voxel_mm": 1.5, "hu_ran
 # ridge leaves out voxels denser than -500 HU (vessels run in its plane at the hilum's level) and
 # is not refined (lobes 1.6.0; chosen on the 16 small tuning phantoms and 25 small ones of
 # 820000-820049; see README.md, "The fissure as a surface, refined").
-LOBES_FISSURE_SURFACE = {"smooth_mm": 40.0, "search_mm": 6.0, "thin_search_mm": 3.0, "band_mm": 15.0,
+LOBES_FISSURE_SURFACE = {"smooth_mm": 40.0, "search_mm": 6.0, "band_mm": 15.0,
                          "hu_range": [-1000.0, -500.0], "refine_mm": 5.0, "refine_smooth_mm": 15.0,
                          "horizontal_skips_dense": True}
-# Last of all, a consolidated lobe keeps its consolidation (src/infer/consolidated_lobe.rs): a
-# found opacity that fills at least half of one lobe, lies at least 70 % in it and is at least half
-# consolidation takes back its voxels that the model gave to another lobe of the same lung (the
-# edge of lobar consolidation is the fissure, which the CT does not show inside it), from each
-# lobe that holds at most a quarter of itself in it (more: that lobe is consolidated too). Chosen
-# on 40 tuning phantoms (seeds 800000-800027, and the lobar and severe/critical COVID-19 ones of
-# 800028-800083); see README.md. A lobe that claims gives back an aerated pocket (no opacity
-# found, 6-connected) of 3-25 % of itself that touches a lobe that gave way: the network put the
-# fissure into the clean neighbour (lobes 1.3.0; chosen on the 12 lobar studies among the same
-# tuning phantoms, where such pockets were 4.9-15.2 % of the lobe and the lobe's own aerated
-# pieces at most 1.44 %).
-LOBES_CONSOLIDATED = {"min_lobe_share": 0.5, "min_inside_share": 0.7, "min_consolidation_share": 0.5,
-                      "max_neighbour_share": 0.25, "aerated_pocket_share": [0.03, 0.25]}
 # Patch (z, y, x) the opacities model trains and runs on, with the overlap pulmo blends.
 OPACITIES_PATCH = (32, 96, 96)
 SEG_OVERLAP = 8
@@ -82,13 +67,6 @@ OPACITIES_EDGE = {"dense_above_hu": -700.0, "reach_mm": 1.6}
 # 800028, 800035, 800042, 800049); see README.md.
 OPACITIES_VESSELS = {"dense_above_hu": -300.0, "max_radius_mm": 8.0, "min_vessel_share": 0.05,
                      "max_ground_glass_iqr_hu": 150.0}
-# Before both filters, pulmo marks the found opacities that are a solid lesion, which the thin filter
-# and the vessel rule then keep (src/infer/solid_lesions.rs): at least 40 % consolidation as the
-# network labelled them, holding at least 0.2 mL of dense lung (above -300 HU) that lies mostly
-# inside them, more than they hold of dense lung that goes on beyond them (a vessel). A small CT's
-# nodules are otherwise as thin as the network's false findings. Chosen on 24 tuning phantoms
-# (seeds 800003-800114); see README.md.
-OPACITIES_SOLID = {"dense_above_hu": -300.0, "min_consolidation_share": 0.4, "min_solid_ml": 0.2}
 # Classifier: the whole volume resized to this shape (z, y, x).
 CLS_DIMS = (48, 96, 96)
 

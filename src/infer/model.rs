@@ -158,67 +158,6 @@ pub struct VesselOpacities {
     pub max_ground_glass_iqr_hu: Option<f64>,
 }
 
-/// Which found opacities are a solid lesion, kept by the thin and vessel filters
-/// (`solid_lesions::find`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SolidLesions {
-    /// Lung above this is dense: vessels, consolidation.
-    pub dense_above_hu: f32,
-    /// The finding is at least this share consolidation, as the model labelled it.
-    pub min_consolidation_share: f64,
-    /// And holds at least this much (mL) of dense structures that lie mostly inside it, more
-    /// than it holds of dense structures that go on beyond it.
-    pub min_solid_ml: f64,
-}
-
-/// When a found opacity takes back the voxels of its lobe that the lobes model gave to a
-/// neighbouring lobe (`consolidated_lobe::claim`). Shares are of voxels on the CT grid.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConsolidatedLobe {
-    /// The part of the finding inside its lobe is at least this share of the lobe.
-    pub min_lobe_share: f64,
-    /// At least this share of the finding is inside that lobe.
-    pub min_inside_share: f64,
-    /// At least this share of the finding is consolidation.
-    pub min_consolidation_share: f64,
-    /// Its part in another lobe moves only if that part is at most this share of that lobe; a
-    /// larger part is consolidation of that lobe too (multilobar pneumonia) and stays.
-    pub max_neighbour_share: f64,
-    /// A claiming lobe's aerated pocket (6-connected voxels with no opacity found) whose size,
-    /// as a share of that lobe, is in this range and which touches a lobe that gave way goes to
-    /// the one it touches most (`consolidated_lobe::give_back_aerated`). Absent, it stays.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aerated_pocket_share: Option<[f64; 2]>,
-}
-
-/// Where the border between two lobes of one lung moves to the fissure the CT shows
-/// (`fissures::snap`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Fissures {
-    /// Lung within this distance (mm) of the model's border between two lobes of one lung, with
-    /// no opacity found, is flooded again from the rest of each lobe.
-    pub band_mm: f64,
-    /// The CT is smoothed by a Gaussian of this standard deviation (mm) first: noise would
-    /// otherwise open gaps in the fissure for a flood to leak through.
-    pub smooth_mm: f64,
-    /// Only on CTs whose voxels are at most this size (mm) along every axis: in thicker slices a
-    /// fissure that lies across them is not seen.
-    pub max_voxel_mm: f64,
-    /// The CT is clipped to this range (HU) first, from air to just above the fissure, so that a
-    /// vessel or an opacity is no higher a wall than the fissure.
-    pub hu_range: [f64; 2],
-}
-
-impl Fissures {
-    /// Whether the watershed acts on a CT of this voxel size (x, y, z in mm).
-    pub fn acts_on(&self, spacing: [f64; 3]) -> bool {
-        spacing.iter().all(|&s| s <= self.max_voxel_mm)
-    }
-}
-
 /// Each fissure fitted as one smooth surface and moved onto the density ridge the CT shows along
 /// it (`fissure_surface::fit`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -227,11 +166,9 @@ pub struct FissureSurface {
     /// Standard deviation (mm) of the Gaussian weights of the local plane fit that smooths the
     /// model's border.
     pub smooth_mm: f64,
-    /// How far (mm, along z) the surface may move to the CT's ridge on a CT the `fissures`
-    /// watershed did not act on (thick slices); there every lobe voxel near it takes its side.
+    /// How far (mm, along z) the surface may move to the CT's ridge; every lobe voxel near it
+    /// takes its side.
     pub search_mm: f64,
-    /// The same on a CT the watershed acted on; there only found opacities take their side.
-    pub thin_search_mm: f64,
     /// Voxels within this distance (mm, along z) of the moved surface are relabelled.
     pub band_mm: f64,
     /// The CT is clipped to this range (HU) first, so that a vessel or an opacity weighs no more
@@ -268,18 +205,10 @@ pub struct OutputSpec {
     /// lungs' border (`border::refine_slice`). Absent, the argmax stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lung_border: Option<LungBorder>,
-    /// Lobes only: the border between two lobes moves to the fissure the CT shows, after the
-    /// opacity rules and before `consolidated_lobe` (`fissures::snap`). Absent, the labels stand.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fissures: Option<Fissures>,
-    /// Lobes only: each fissure as one smooth surface on the CT's ridge, after `fissures` and
-    /// before `consolidated_lobe` (`fissure_surface::fit`). Absent, the labels stand.
+    /// Lobes only: each fissure as one smooth surface on the CT's ridge, after the opacity rules
+    /// (`fissure_surface::fit`). Absent, the labels stand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fissure_surface: Option<FissureSurface>,
-    /// Lobes only: a lobe that is mostly consolidated keeps its consolidation, last, after the
-    /// opacity rules (`consolidated_lobe::claim`). Absent, the labels stand.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consolidated_lobe: Option<ConsolidatedLobe>,
     /// Opacities only: lung beside a found opacity and dense enough joins it, after the thin
     /// components are dropped (`opacity_edge::grow`). Absent, the labels stand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -288,10 +217,6 @@ pub struct OutputSpec {
     /// (`vessel_opacities::drop`). Absent, the labels stand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vessel_opacities: Option<VesselOpacities>,
-    /// Opacities only: findings that are a solid lesion are judged before the thin filter and
-    /// kept by it and by the vessel rule (`solid_lesions::find`). Absent, none is kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub solid_lesions: Option<SolidLesions>,
     /// Output channel index → pulmo label key ("background", "RUL", ..., "ground_glass",
     /// "consolidation"; for a classifier, "covid").
     pub labels: BTreeMap<String, String>,
@@ -423,61 +348,6 @@ impl Manifest {
                 return Err("output.lung_border.dense_reach_voxels must be at most 64".into());
             }
         }
-        if let Some(c) = &self.output.consolidated_lobe {
-            if self.role != Role::Lobes {
-                return Err("output.consolidated_lobe is for a lobes model".into());
-            }
-            for (name, v) in [
-                ("min_lobe_share", c.min_lobe_share),
-                ("min_inside_share", c.min_inside_share),
-                ("min_consolidation_share", c.min_consolidation_share),
-                ("max_neighbour_share", c.max_neighbour_share),
-            ] {
-                if !(v > 0.0 && v <= 1.0) {
-                    return Err(format!(
-                        "output.consolidated_lobe.{name} must be above 0 and at most 1"
-                    ));
-                }
-            }
-            // Under half, a finding shared by two lobes could be claimed by either.
-            if c.min_inside_share <= 0.5 {
-                return Err("output.consolidated_lobe.min_inside_share must be above 0.5".into());
-            }
-            // A neighbour that could claim the finding itself must not be the one to give way.
-            if c.max_neighbour_share >= c.min_lobe_share {
-                return Err(
-                    "output.consolidated_lobe.max_neighbour_share must be below min_lobe_share"
-                        .into(),
-                );
-            }
-            if let Some([low, high]) = c.aerated_pocket_share {
-                // A pocket half the lobe or more is the lobe's own aerated lung, not a fissure
-                // placed wrong.
-                if !(low > 0.0 && low < high && high < 0.5) {
-                    return Err(
-                        "output.consolidated_lobe.aerated_pocket_share must be [low, high] \
-                                with 0 < low < high < 0.5"
-                            .into(),
-                    );
-                }
-            }
-        }
-        if let Some(f) = &self.output.fissures {
-            if self.role != Role::Lobes {
-                return Err("output.fissures is for a lobes model".into());
-            }
-            if !(f.band_mm > 0.0 && f.band_mm <= 30.0) {
-                return Err("output.fissures.band_mm must be above 0 and at most 30".into());
-            }
-            if !(0.0..=5.0).contains(&f.smooth_mm) {
-                return Err("output.fissures.smooth_mm must be within 0..5".into());
-            }
-            if !(f.max_voxel_mm > 0.0 && f.max_voxel_mm <= 10.0) {
-                return Err("output.fissures.max_voxel_mm must be above 0 and at most 10".into());
-            }
-            // The flood keeps one queue per HU of the range.
-            hu_range("fissures", f.hu_range)?;
-        }
         if let Some(f) = &self.output.fissure_surface {
             if self.role != Role::Lobes {
                 return Err("output.fissure_surface is for a lobes model".into());
@@ -487,13 +357,8 @@ impl Manifest {
                     "output.fissure_surface.smooth_mm must be above 0 and at most 100".into(),
                 );
             }
-            for (key, v) in [
-                ("search_mm", f.search_mm),
-                ("thin_search_mm", f.thin_search_mm),
-            ] {
-                if !(0.0..=20.0).contains(&v) {
-                    return Err(format!("output.fissure_surface.{key} must be within 0..20"));
-                }
+            if !(0.0..=20.0).contains(&f.search_mm) {
+                return Err("output.fissure_surface.search_mm must be within 0..20".into());
             }
             if !(f.band_mm > 0.0 && f.band_mm <= 50.0) {
                 return Err("output.fissure_surface.band_mm must be above 0 and at most 50".into());
@@ -540,23 +405,6 @@ impl Manifest {
                 return Err(
                     "output.vessel_opacities.max_ground_glass_iqr_hu must be above 0 and at most 500"
                         .into(),
-                );
-            }
-        }
-        if let Some(v) = &self.output.solid_lesions {
-            if self.role != Role::Opacities {
-                return Err("output.solid_lesions is for an opacities model".into());
-            }
-            dense_threshold("solid_lesions", v.dense_above_hu)?;
-            if !(0.0..=1.0).contains(&v.min_consolidation_share) {
-                return Err(
-                    "output.solid_lesions.min_consolidation_share must be within 0..1".into(),
-                );
-            }
-            // Zero would keep every finding that touches a dense voxel of its own.
-            if !(v.min_solid_ml > 0.0 && v.min_solid_ml <= 100.0) {
-                return Err(
-                    "output.solid_lesions.min_solid_ml must be above 0 and at most 100".into(),
                 );
             }
         }

@@ -423,25 +423,9 @@ pub fn analyze(
     let covid_probability = infer::classify_volume(&models.covid, &volume, &opacities)?;
     timed("classifier", t, progress);
     // After the classifier: it learnt from the opacities model's maps as they come out of it.
-    // Judged as the model found them, before the filters that would drop them.
-    // The two rules that judge findings against the dense lung share one labelling of it.
-    let mut lung = segment::dense::Lung::new(&lobes, &volume.hu, dims);
-    let solid = match &models.opacities.manifest.output.solid_lesions {
-        Some(rule) => {
-            let t = Instant::now();
-            let found = segment::solid_lesions::find(&opacities, &mut lung, dims, g.spacing, rule);
-            timed("solid_lesions", t, progress);
-            tracing::debug!(
-                solid = found.len(),
-                "solid lesions among the found opacities"
-            );
-            found
-        }
-        None => segment::solid_lesions::Found::default(),
-    };
     if let Some(r) = models.opacities.manifest.output.min_inscribed_radius_voxels {
         let t = Instant::now();
-        postprocess::drop_thin_opacities(&mut opacities, dims, g.spacing, r, &solid);
+        postprocess::drop_thin_opacities(&mut opacities, dims, g.spacing, r);
         timed("thin_opacities", t, progress);
     }
     if let Some(rule) = &models.opacities.manifest.output.opacity_edge {
@@ -451,33 +435,15 @@ pub fn analyze(
     }
     if let Some(rule) = &models.opacities.manifest.output.vessel_opacities {
         let t = Instant::now();
-        segment::vessel_opacities::drop(&mut opacities, &mut lung, dims, g.spacing, rule, &solid);
+        let mut lung = segment::dense::Lung::new(&lobes, &volume.hu, dims);
+        segment::vessel_opacities::drop(&mut opacities, &mut lung, dims, g.spacing, rule);
         timed("vessel_opacities", t, progress);
     }
     // After the opacity rules: found opacities keep the lobes model's labels.
-    if let Some(rule) = &models.lobes.manifest.output.fissures {
-        let t = Instant::now();
-        segment::fissures::snap(&mut lobes, &opacities, &volume.hu, dims, g.spacing, rule);
-        timed("fissures", t, progress);
-    }
     if let Some(rule) = &models.lobes.manifest.output.fissure_surface {
         let t = Instant::now();
-        let thin = models
-            .lobes
-            .manifest
-            .output
-            .fissures
-            .is_some_and(|f| f.acts_on(g.spacing));
-        segment::fissure_surface::fit(
-            &mut lobes, &opacities, &volume.hu, dims, g.spacing, rule, thin,
-        );
+        segment::fissure_surface::fit(&mut lobes, &opacities, &volume.hu, dims, g.spacing, rule);
         timed("fissure_surface", t, progress);
-    }
-    // Last: it judges the opacities as they will be measured.
-    if let Some(rule) = &models.lobes.manifest.output.consolidated_lobe {
-        let t = Instant::now();
-        segment::consolidated_lobe::claim(&mut lobes, &opacities, dims, rule);
-        timed("consolidated_lobe", t, progress);
     }
 
     progress.stage("measure");

@@ -2,9 +2,8 @@
 //!
 //! A fissure is a smooth sheet of pleura. The lobes model's border between two lobes of one lung
 //! follows it within a few millimetres but with errors that vary slowly over the surface (a tilt,
-//! a bend), and the `fissures` watershed cannot fix them where it does not act: on thick slices,
-//! where the fissure is averaged into a ridge of some 30 HU against noise as strong, and through
-//! found opacities, which keep the model's label. So each fissure is taken as a height field
+//! a bend). On thick slices the fissure is averaged into a ridge of some 30 HU against noise as
+//! strong, and found opacities hide it. So each fissure is taken as a height field
 //! z = h(x, y) (the z that best splits the lower lobe from the upper in each column of the CT),
 //! smoothed by a local plane fit with Gaussian weights (a plain weighted mean would pull a
 //! sloping surface toward its middle at its edges), and then shifted by the one plane
@@ -13,14 +12,12 @@
 //! column of an oblique fissure then moves a little further, to the strongest ridge of the columns
 //! around it, which follows a bend of the model's border that no plane fits; the horizontal
 //! fissure's ridge can leave out the vessels that run in its plane. The lobes' voxels near the
-//! surface then take the side they lie on. On thin slices, where the watershed has
-//! already placed the aerated lung voxel by voxel, only found opacities move: the surface carries
-//! the fissure through them. The lungs do not change, only which lobe a voxel belongs to.
+//! surface then take the side they lie on. The lungs do not change, only which lobe a voxel
+//! belongs to.
 //! (Chosen on tuning phantoms: models/train/README.md, "The fissure as a surface".)
 
 use rayon::prelude::*;
 
-use super::fissures::gaussian_kernel;
 use crate::infer::model::FissureSurface;
 use crate::labels::opacity;
 
@@ -34,8 +31,7 @@ const MAX_SLOPE: f64 = 0.15;
 const SLOPE_STEP: f64 = 0.025;
 
 /// Relabel `lobes` (labels on the CT grid, `[z][y][x]` of `dims`; `spacing` x, y, z in mm) near
-/// each fissure's smoothed, CT-shifted surface. `thin`: the `fissures` watershed has acted on this
-/// CT, so only voxels with a found opacity move, and the search reaches `rule.thin_search_mm`.
+/// each fissure's smoothed, CT-shifted surface.
 pub fn fit(
     lobes: &mut [u8],
     opacities: &[u8],
@@ -43,13 +39,7 @@ pub fn fit(
     dims: [usize; 3],
     spacing: [f64; 3],
     rule: &FissureSurface,
-    thin: bool,
 ) {
-    let search_mm = if thin {
-        rule.thin_search_mm
-    } else {
-        rule.search_mm
-    };
     let [low, high] = rule.hu_range.map(|v| v.round() as i32);
     let level: Vec<f32> = hu
         .par_iter()
@@ -67,11 +57,9 @@ pub fn fit(
         clear: &clear,
         hu,
         dense_above: high,
-        opacities,
         smooth_mm: rule.smooth_mm,
-        search_mm,
+        search_mm: rule.search_mm,
         band_mm: rule.band_mm,
-        only_opacities: thin,
     };
     let oblique = Pass {
         refine_mm: rule.refine_mm,
@@ -114,11 +102,9 @@ struct Fit<'a> {
     hu: &'a [i16],
     /// A `Pass` that skips dense voxels leaves out those above this (HU): the range's top.
     dense_above: i32,
-    opacities: &'a [u8],
     smooth_mm: f64,
     search_mm: f64,
     band_mm: f64,
-    only_opacities: bool,
 }
 
 impl Fit<'_> {
@@ -228,9 +214,6 @@ impl Fit<'_> {
                 let i = z * plane + c;
                 let l = lobes[i];
                 if !(l == lower || upper.contains(&l)) {
-                    continue;
-                }
-                if self.only_opacities && self.opacities[i] == opacity::NONE {
                     continue;
                 }
                 if (z as f64) < boundary {
@@ -535,6 +518,17 @@ fn best_plane(
     (deltas[best.2], slopes[i], slopes[j])
 }
 
+/// A Gaussian of `sigma` (in samples), truncated at 4 standard deviations as scipy's
+/// `gaussian_filter` truncates it, summing to 1.
+fn gaussian_kernel(sigma: f64) -> Vec<f64> {
+    let r = (4.0 * sigma + 0.5) as i64;
+    let w: Vec<f64> = (-r..=r)
+        .map(|k| (-0.5 * (k as f64 / sigma).powi(2)).exp())
+        .collect();
+    let sum: f64 = w.iter().sum();
+    w.into_iter().map(|x| x / sum).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,7 +538,6 @@ mod tests {
     const RULE: FissureSurface = FissureSurface {
         smooth_mm: 40.0,
         search_mm: 6.0,
-        thin_search_mm: 3.0,
         band_mm: 15.0,
         hu_range: [-1000.0, -500.0],
         refine_mm: 0.0,
@@ -595,7 +588,7 @@ mod tests {
         let hu = ct(fissure);
         let none = vec![opacity::NONE; hu.len()];
         let before = right(&labels, &truth);
-        fit(&mut labels, &none, &hu, DIMS, THICK, &RULE, false);
+        fit(&mut labels, &none, &hu, DIMS, THICK, &RULE);
         let after = right(&labels, &truth);
         assert!(before < 0.97, "{before}");
         assert!(after > 0.99, "{before} -> {after}");
@@ -612,14 +605,14 @@ mod tests {
         let hu = ct(fissure);
         let none = vec![opacity::NONE; hu.len()];
         let mut plane = model.clone();
-        fit(&mut plane, &none, &hu, DIMS, THICK, &RULE, false);
+        fit(&mut plane, &none, &hu, DIMS, THICK, &RULE);
         let refined_rule = FissureSurface {
             refine_mm: 5.0,
             refine_smooth_mm: 15.0,
             ..RULE
         };
         let mut refined = model.clone();
-        fit(&mut refined, &none, &hu, DIMS, THICK, &refined_rule, false);
+        fit(&mut refined, &none, &hu, DIMS, THICK, &refined_rule);
         let (before, plane, refined) = (
             right(&model, &truth),
             right(&plane, &truth),
@@ -665,7 +658,7 @@ mod tests {
         let none = vec![opacity::NONE; hu.len()];
         let placed = |rule: &FissureSurface| {
             let mut labels = model.clone();
-            fit(&mut labels, &none, &hu, DIMS, THICK, rule, false);
+            fit(&mut labels, &none, &hu, DIMS, THICK, rule);
             right(&labels, &truth)
         };
         let (before, clipped) = (right(&model, &truth), placed(&RULE));
@@ -696,68 +689,9 @@ mod tests {
         };
         for rule in [RULE, refined] {
             let mut labels = model.clone();
-            fit(&mut labels, &none, &hu, DIMS, THICK, &rule, false);
+            fit(&mut labels, &none, &hu, DIMS, THICK, &rule);
             let moved = labels.iter().zip(&model).filter(|(a, b)| a != b).count();
             assert_eq!(moved, 0, "{rule:?}");
         }
-    }
-
-    #[test]
-    fn on_thin_slices_only_found_opacities_take_the_surface_side() {
-        let fissure = |_: usize| 12.0;
-        // The model's border is right in aerated lung but bulges into the lower lobe by four
-        // slices where an opacity lies across the fissure (in dense lung no fissure is seen).
-        let [nz, ny, nx] = DIMS;
-        let blob = |i: usize| {
-            let (z, y, x) = (i / (ny * nx), (i / nx) % ny, i % nx);
-            (8..16).contains(&z) && (15..25).contains(&y) && (15..25).contains(&x)
-        };
-        let truth = lobes(fissure);
-        let mut labels: Vec<u8> = truth
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| {
-                let z = i / (ny * nx);
-                if blob(i) && z >= 8 { 4 } else { l }
-            })
-            .collect();
-        let opacities: Vec<u8> = (0..labels.len())
-            .map(|i| {
-                if blob(i) {
-                    opacity::GROUND_GLASS
-                } else {
-                    opacity::NONE
-                }
-            })
-            .collect();
-        let hu: Vec<i16> = (0..labels.len())
-            .map(|i| if blob(i) { -550 } else { -850 })
-            .collect();
-        let thin = [0.7, 0.7, 1.0];
-        let aerated_before: Vec<u8> = (0..labels.len())
-            .map(|i| if blob(i) { 0 } else { labels[i] })
-            .collect();
-        let wrong = |labels: &[u8]| {
-            (0..labels.len())
-                .filter(|&i| blob(i) && labels[i] != truth[i])
-                .count()
-        };
-        let before = wrong(&labels);
-        fit(
-            &mut labels,
-            &opacities,
-            &hu,
-            [nz, ny, nx],
-            thin,
-            &RULE,
-            true,
-        );
-        let after = wrong(&labels);
-        // The bulge pulls the fitted plane a little toward itself.
-        assert!(before >= 400 && after * 4 <= before, "{before} -> {after}");
-        let moved = (0..labels.len())
-            .filter(|&i| aerated_before[i] > 0 && labels[i] != aerated_before[i])
-            .count();
-        assert_eq!(moved, 0);
     }
 }

@@ -9,21 +9,15 @@
 //! - `flood`: breadth-first growth within a slice, for the CT rules.
 //! - `opacity_edge`: opacities carried out to the edge the CT shows.
 //! - `dense`: the lung's dense structures against a finding.
-//! - `solid_lesions`: found opacities that are a solid lesion, kept by the filters.
 //! - `vessel_opacities`: small findings that are a vessel, dropped.
-//! - `fissures`: the border between two lobes moved to the fissure the CT shows.
 //! - `fissure_surface`: each fissure as one smooth surface on the CT's faint ridge.
-//! - `consolidated_lobe`: a consolidated lobe's fissure placed at its consolidation's edge.
 
 pub mod border;
-pub mod consolidated_lobe;
 pub mod dense;
 pub mod fissure_surface;
-pub mod fissures;
 pub mod flood;
 pub mod lobes;
 pub mod lung;
 pub mod opacity_edge;
 pub mod postprocess;
-pub mod solid_lesions;
 pub mod vessel_opacities;

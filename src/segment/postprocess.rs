@@ -6,8 +6,6 @@ use std::collections::VecDeque;
 
 use rayon::prelude::*;
 
-use super::solid_lesions::Found;
-
 /// A run of set voxels along x: slice z, row y, columns x0..x1 (exclusive).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Run {
@@ -331,25 +329,20 @@ pub(crate) fn squared_depth(mask: &[bool], dims: [usize; 3], spacing: [f64; 3]) 
 /// Drop opacity components (6-connected, any opacity label) in which no ball of radius
 /// `min_radius_voxels` in-plane voxels fits: thin, tubular findings. On the phantoms the opacity
 /// model's false positives are vessel-like, and this is what separated them from true opacities
-/// best (models/train/misses.py; models/train/README.md has the figures). Components that hold
-/// one of `solid` are kept.
+/// best (models/train/misses.py; models/train/README.md has the figures).
 pub fn drop_thin_opacities(
     opacities: &mut [u8],
     dims: [usize; 3],
     spacing: [f64; 3],
     min_radius_voxels: f64,
-    solid: &Found,
 ) {
     let Some(found) = OpacityComponents::of(opacities, dims, spacing) else {
         return;
     };
-    let keep = solid.roots_in(&found, dims);
     let r = (min_radius_voxels * spacing[0].min(spacing[1])) as f32;
     // The same tolerance as misses.py, so that a radius exactly on the limit is kept.
     let limit = (r - 1e-6) * (r - 1e-6);
-    found.clear(opacities, dims, |root| {
-        found.deepest[root as usize] < limit && !keep.contains(&root)
-    });
+    found.clear(opacities, dims, |root| found.deepest[root as usize] < limit);
 }
 
 /// The 6-connected components of an opacity map (any label), found in the box around them, each
@@ -369,8 +362,9 @@ impl OpacityComponents {
         Self::build(opacities, dims, Some(spacing))
     }
 
-    /// As `of`, without the inscribed radius (every `deepest` is 0), for rules that do not use
-    /// it: the distance transform is most of what `of` costs.
+    /// As `of`, without the inscribed radius (every `deepest` is 0): the distance transform is
+    /// most of what `of` costs, and the tests of the dense-lung rules do not need it.
+    #[cfg(test)]
     pub fn without_depth(opacities: &[u8], dims: [usize; 3]) -> Option<Self> {
         Self::build(opacities, dims, None)
     }
@@ -422,21 +416,6 @@ impl OpacityComponents {
     pub fn global(&self, run: &Run) -> (usize, usize, usize, usize) {
         let lo = self.lo;
         (run.z + lo[0], run.y + lo[1], run.x0 + lo[2], run.x1 + lo[2])
-    }
-
-    /// The root of the component that holds `voxel` (an index into `[z][y][x]` of `dims`), if
-    /// one does.
-    pub fn root_at(&self, voxel: usize, dims: [usize; 3]) -> Option<u32> {
-        let (ny, nx) = (dims[1], dims[2]);
-        let (z, y, x) = (voxel / (ny * nx), voxel / nx % ny, voxel % nx);
-        let lo = self.lo;
-        if z < lo[0] || y < lo[1] || x < lo[2] {
-            return None;
-        }
-        let (z, y, x) = (z - lo[0], y - lo[1], x - lo[2]);
-        row_runs(&self.runs, z, y)
-            .find(|&i| self.runs[i].x0 <= x && x < self.runs[i].x1)
-            .map(|i| self.roots[i])
     }
 
     /// Set to background every component whose root `drop` picks.
@@ -554,13 +533,13 @@ mod tests {
             }
         }
         let before = o.clone();
-        drop_thin_opacities(&mut o, dims, [1.0, 1.0, 1.0], 2.5, &Found::default());
+        drop_thin_opacities(&mut o, dims, [1.0, 1.0, 1.0], 2.5);
         for (i, (&a, &b)) in before.iter().zip(&o).enumerate() {
             let in_tube = (i / 30) % 20 < 5;
             assert_eq!(b, if in_tube { 0 } else { a }, "voxel {i}");
         }
         // The block's radius is 4 voxels: a limit above it drops it too.
-        drop_thin_opacities(&mut o, dims, [1.0, 1.0, 1.0], 4.5, &Found::default());
+        drop_thin_opacities(&mut o, dims, [1.0, 1.0, 1.0], 4.5);
         assert!(o.iter().all(|&v| v == 0));
     }
 
@@ -576,9 +555,9 @@ mod tests {
             }
         }
         let kept = o.clone();
-        drop_thin_opacities(&mut o, [1, 9, 9], [0.5, 0.5, 2.5], 3.0, &Found::default());
+        drop_thin_opacities(&mut o, [1, 9, 9], [0.5, 0.5, 2.5], 3.0);
         assert_eq!(o, kept);
-        drop_thin_opacities(&mut o, [1, 9, 9], [0.5, 0.5, 2.5], 3.5, &Found::default());
+        drop_thin_opacities(&mut o, [1, 9, 9], [0.5, 0.5, 2.5], 3.5);
         assert!(o.iter().all(|&v| v == 0));
     }
 }

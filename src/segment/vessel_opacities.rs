@@ -22,32 +22,23 @@ use std::collections::{HashMap, HashSet};
 
 use super::dense::{self, Lung};
 use super::postprocess::OpacityComponents;
-use super::solid_lesions::Found;
 use crate::infer::model::VesselOpacities;
 
 /// Drop from `opacities` (labels on the CT grid, `[z][y][x]` of `dims`, `spacing` in mm as `[x,
-/// y, z]`) the small components that are mostly vessel, judged on `lung`. Findings that hold one
-/// of `solid` are kept.
+/// y, z]`) the small components that are mostly vessel, judged on `lung`.
 pub fn drop(
     opacities: &mut [u8],
     lung: &mut Lung,
     dims: [usize; 3],
     spacing: [f64; 3],
     rule: &VesselOpacities,
-    solid: &Found,
 ) {
     let Some(found) = OpacityComponents::of(opacities, dims, spacing) else {
         return;
     };
-    let keep = solid.roots_in(&found, dims);
     let r = rule.max_radius_mm as f32;
     let small = |root: u32| found.deepest[root as usize] < r * r;
-    let split = dense::split(
-        &found,
-        |root| small(root) && !keep.contains(&root),
-        lung,
-        rule.dense_above_hu,
-    );
+    let split = dense::split(&found, small, lung, rule.dense_above_hu);
     let share = rule.min_vessel_share;
     let vessel = |root: u32| {
         split
@@ -149,7 +140,6 @@ mod tests {
             DIMS,
             SPACING,
             &rule,
-            &Found::default(),
         );
         o
     }
@@ -212,23 +202,6 @@ mod tests {
     }
 
     #[test]
-    fn keeps_a_solid_lesion_whatever_its_vessel_share() {
-        let (lobes, hu) = lung_with_vessel();
-        let o = cube(10);
-        let mut kept = o.clone();
-        let solid = Found::from_voxels(vec![at(1, 3, 9)]);
-        drop(
-            &mut kept,
-            &mut Lung::new(&lobes, &hu, DIMS),
-            DIMS,
-            SPACING,
-            &rule_with(0.1, 4.0),
-            &solid,
-        );
-        assert_eq!(kept, o);
-    }
-
-    #[test]
     fn keeps_an_opacity_too_large_for_the_rule() {
         let (lobes, hu) = lung_with_vessel();
         let o = cube(10);
@@ -267,14 +240,7 @@ mod tests {
             ..rule_with(0.1, 4.0)
         };
         let mut lung = Lung::new(&lobes, &hu, DIMS);
-        drop(
-            &mut after,
-            &mut lung,
-            DIMS,
-            SPACING,
-            &rule,
-            &Found::default(),
-        );
+        drop(&mut after, &mut lung, DIMS, SPACING, &rule);
         after == o
     }
 
