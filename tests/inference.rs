@@ -499,14 +499,14 @@ fn quant_reproduces_truth_json_from_the_truth_label_volumes() {
 }
 
 fn checks(p: &Phantom) -> Vec<qc::QcCheck> {
-    checks_with(p, |_| {}, 0)
+    checks_with(p, |_| {}, qc::SeriesFacts::default())
 }
 
-/// As `checks`, with the CT's lungs changed by `spoil` and `filled` slices filled in.
+/// As `checks`, with the CT's lungs changed by `spoil` and these facts of the series.
 fn checks_with(
     p: &Phantom,
     spoil: impl FnOnce(&mut pulmo::segment::lung::Lungs),
-    filled: usize,
+    series: qc::SeriesFacts,
 ) -> Vec<qc::QcCheck> {
     // As `pulmo analyze` does, with the truth in the lobes model's place: the lobes laid on the
     // CT's lung, then measured and checked.
@@ -522,7 +522,7 @@ fn checks_with(
         lungs: &lungs,
         model_lung: &model_lung,
     };
-    qc::check(&p.volume, &lobes, &m, &evidence, filled)
+    qc::check(&p.volume, &lobes, &m, &evidence, &series)
 }
 
 fn failed(checks: &[qc::QcCheck]) -> Vec<&'static str> {
@@ -604,11 +604,18 @@ fn quality_checks_pass_on_truth_and_fire_when_they_should() {
                 lungs.airway[i] = true;
             }
         },
-        0,
+        qc::SeriesFacts::default(),
     );
     assert!(failed(&leaked).contains(&"airway"), "{leaked:#?}");
     // Filled slices: the acquired ones are two spacings apart, and the message says so.
-    let filled = checks_with(&p, |_| {}, 2);
+    let filled = checks_with(
+        &p,
+        |_| {},
+        qc::SeriesFacts {
+            filled_slices: 2,
+            ..Default::default()
+        },
+    );
     let spacing = filled
         .iter()
         .find(|c| c.name == "slice_spacing")

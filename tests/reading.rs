@@ -354,6 +354,20 @@ fn lidc_idri_0001_is_read_with_its_two_missing_slices_filled() {
     let c = &study.selection.chosen;
     assert_eq!((c.frames.len(), c.filled()), (133, 2));
     assert!((study.volume.geometry.spacing[2] - 2.5).abs() < 1e-3);
+    // Contrast-enhanced, as its header says: the `contrast` check reads this.
+    assert!(c.present().all(|f| f.contrast_agent == "IV"));
+    let normal = read_study(
+        &real_data().join("covid-ct-md/normal001"),
+        &SelectionConfig::default(),
+    )
+    .expect("read");
+    assert!(
+        normal
+            .selection
+            .chosen
+            .present()
+            .all(|f| f.contrast_agent.is_empty())
+    );
 }
 
 #[test]

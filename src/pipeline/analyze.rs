@@ -458,7 +458,16 @@ pub fn analyze(
         &lobes,
         &measurements,
         &evidence,
-        study.selection.chosen.filled(),
+        &qc::SeriesFacts {
+            filled_slices: study.selection.chosen.filled(),
+            contrast_agent: study
+                .selection
+                .chosen
+                .present()
+                .next()
+                .map(|f| f.contrast_agent.clone())
+                .unwrap_or_default(),
+        },
     );
     timed("measure", t, progress);
 

@@ -31,6 +31,9 @@ pub struct Frame {
     pub pixel_spacing: Option<[f64; 2]>,
     pub slice_thickness: Option<f64>,
     pub kernel: String,
+    /// The contrast agent the header names (ContrastBolusAgent, or the first item of the Enhanced
+    /// CT's Contrast/Bolus Agent Sequence); empty when none is named.
+    pub contrast_agent: String,
     pub transfer_syntax: String,
 }
 
@@ -147,6 +150,7 @@ pub fn read_header(path: &Path) -> Result<Vec<Frame>, String> {
         pixel_spacing: floats(&obj, tags::PIXEL_SPACING),
         slice_thickness: text(&obj, tags::SLICE_THICKNESS).and_then(|s| s.parse().ok()),
         kernel: text(&obj, tags::CONVOLUTION_KERNEL).unwrap_or_default(),
+        contrast_agent: contrast_agent(&obj),
         transfer_syntax: ts,
     };
     if sop_class_uid != uids::ENHANCED_CT_IMAGE_STORAGE {
@@ -187,6 +191,23 @@ pub fn read_header(path: &Path) -> Result<Vec<Frame>, String> {
         out.push(f);
     }
     Ok(out)
+}
+
+/// The contrast agent a header names. Scanners write "NONE", "NO" or "-" for none; those count as
+/// none, as does an empty value.
+fn contrast_agent(obj: &DefaultDicomObject) -> String {
+    let named = text(obj, tags::CONTRAST_BOLUS_AGENT).or_else(|| {
+        first_item(obj, tags::CONTRAST_BOLUS_AGENT_SEQUENCE).map(|item| {
+            text(item, tags::CODE_MEANING)
+                .or_else(|| text(item, tags::CODE_VALUE))
+                .unwrap_or_else(|| "named in the Contrast/Bolus Agent Sequence".into())
+        })
+    });
+    let none = ["", "NONE", "NO", "N", "NIL", "0", "-"];
+    named
+        .map(|v| v.trim().to_string())
+        .filter(|v| !none.contains(&v.to_uppercase().as_str()))
+        .unwrap_or_default()
 }
 
 /// Every file under `dir` (recursively), in a stable order.

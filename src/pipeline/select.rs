@@ -434,6 +434,7 @@ mod tests {
                 pixel_spacing: Some([pixel, pixel]),
                 slice_thickness: Some(gap.min(5.0)),
                 kernel: String::new(),
+                contrast_agent: String::new(),
                 transfer_syntax: uids::EXPLICIT_VR_LITTLE_ENDIAN.into(),
             })
             .collect()

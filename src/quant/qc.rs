@@ -47,6 +47,15 @@ pub struct LungEvidence<'a> {
     pub model_lung: &'a [bool],
 }
 
+/// What the checks know of the series besides its voxels.
+#[derive(Debug, Clone, Default)]
+pub struct SeriesFacts {
+    /// Single missing slices filled from their neighbours.
+    pub filled_slices: usize,
+    /// The contrast agent the header names; empty when none is named.
+    pub contrast_agent: String,
+}
+
 /// Where the noise was measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoiseSite {
@@ -97,8 +106,9 @@ pub fn check(
     lobes: &[u8],
     m: &Measurements,
     evidence: &LungEvidence,
-    filled_slices: usize,
+    series: &SeriesFacts,
 ) -> Vec<QcCheck> {
+    let filled_slices = series.filled_slices;
     let g = &volume.geometry;
     let mut out = Vec::new();
 
@@ -274,6 +284,24 @@ pub fn check(
         } else {
             format!(
                 "one lung is {smaller:.0} % of both: it was not found, or is collapsed or resected"
+            )
+        },
+    });
+
+    // Enhanced vessels and enhancing lung read denser: the models and the opacity thresholds were
+    // set on CT without contrast (the phantoms), and no contrast-enhanced case checked them.
+    let agent = series.contrast_agent.trim();
+    out.push(QcCheck {
+        name: "contrast",
+        passed: agent.is_empty(),
+        value: if agent.is_empty() { 0.0 } else { 1.0 },
+        limit: "no contrast agent named in the header".into(),
+        message: if agent.is_empty() {
+            "no contrast agent named".into()
+        } else {
+            format!(
+                "contrast-enhanced CT (\"{agent}\"): pulmo's models and opacity thresholds were set \
+                 on CT without contrast, and enhanced vessels and lung read denser"
             )
         },
     });

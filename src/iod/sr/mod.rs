@@ -26,7 +26,7 @@ use crate::quant::{Findings, Lobe};
 pub const PRIVATE_SCHEME: &str = "99PULMO";
 
 /// Every private code the shipped template uses: (code, meaning).
-pub const PRIVATE_CODES: [(&str, &str); 19] = [
+pub const PRIVATE_CODES: [(&str, &str); 20] = [
     ("PULMO-PLO", "Percentage of lobe opacified"),
     ("PULMO-GGO", "Percentage of lobe with ground-glass opacity"),
     ("PULMO-CONS", "Percentage of lobe with consolidation"),
@@ -52,6 +52,7 @@ pub const PRIVATE_CODES: [(&str, &str); 19] = [
         "PULMO-QC-AIRWAY",
         "Quality check: airway told from the lung",
     ),
+    ("PULMO-QC-AGENT", "Quality check: no contrast agent"),
     ("PULMO-PASS", "Passed"),
     ("PULMO-FAIL", "Failed"),
     ("PULMO-EP", "Execution provider"),
@@ -153,6 +154,7 @@ fn qc_code(name: &str) -> &'static str {
         "both_lungs" => "PULMO-QC-SIDES",
         "noise" => "PULMO-QC-NOISE",
         "airway" => "PULMO-QC-AIRWAY",
+        "contrast" => "PULMO-QC-AGENT",
         // "lobes_model_agreement"
         _ => "PULMO-QC-MASK",
     }
@@ -563,6 +565,7 @@ mod tests {
             "lobes_model_agreement",
             "aerated_lung_without_lobe",
             "airway",
+            "contrast",
             "both_lungs",
             "noise",
         ];
@@ -570,6 +573,10 @@ mod tests {
         assert_eq!(codes.len(), names.len());
         for c in codes {
             assert!(PRIVATE_CODES.iter().any(|(code, _)| *code == c), "{c}");
+        }
+        // Code Value is SH: at most 16 characters.
+        for (code, _) in PRIVATE_CODES {
+            assert!(code.len() <= 16, "{code}");
         }
     }
 }
