@@ -242,10 +242,22 @@ fn silent_and_trickling_peers_cannot_hold_the_node() {
     std::thread::sleep(Duration::from_millis(300));
     assert_echo_within_a_second(&node, "while eight silent connections are open");
     // A ninth from the same address, with a real association request: rejected, with the reason.
-    let out = hostile_peer(&["echo", &node.port.to_string(), "127.0.0.1"]);
+    // Under `make test`'s load pynetdicom now and then gives up on its own connection within 0.1 s
+    // ("Requesting Association", then "Aborting Association", with no reply read) while the node
+    // logs the rejection; such a try is made again, twice at most. A reply other than the
+    // rejection still fails the test.
+    let mut out = String::new();
+    for _ in 0..3 {
+        out = hostile_peer(&["echo", &node.port.to_string(), "127.0.0.1"]);
+        if !out.starts_with("not established") {
+            break;
+        }
+        eprintln!("ninth peer, tried again: {out}");
+    }
     assert!(
         out.starts_with("rejected") && out.contains("Local limit exceeded"),
-        "{out}"
+        "{out}\n{}",
+        node_log(&node)
     );
     let log = node_log(&node);
     assert!(log.contains("association rejected"), "{log}");

@@ -92,8 +92,9 @@ pub const REJECT_WAIT: Duration = Duration::from_secs(5);
 /// local limit exceeded (2) (PS3.8 9.3.4).
 const ASSOCIATE_RJ_LIMIT: [u8; 10] = [0x03, 0x00, 0, 0, 0, 4, 0x00, 0x02, 0x03, 0x02];
 
-/// Read a connection's association request (within `REJECT_WAIT`) and answer it with
-/// `ASSOCIATE_RJ_LIMIT`: a peer over a limit is told so rather than dropped.
+/// Read a connection's association request (within `REJECT_WAIT`), answer it with
+/// `ASSOCIATE_RJ_LIMIT` and wait for the peer to close: a peer over a limit is told so rather than
+/// dropped.
 pub async fn reject(mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream.set_nodelay(true).ok();
@@ -106,6 +107,12 @@ pub async fn reject(mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
     let mut body = (&mut stream).take(len.min(1 << 20));
     tokio::io::copy(&mut body, &mut tokio::io::sink()).await?;
     stream.write_all(&ASSOCIATE_RJ_LIMIT).await?;
+    // PS3.8 state Sta13: after an A-ASSOCIATE-RJ the acceptor waits for the requestor to close
+    // the connection (the caller's timeout is the ARTIM). Closing first raced the peer's reading
+    // of the reject: under load pynetdicom saw the connection end before the RJ and reported an
+    // association neither established nor rejected.
+    let mut rest = [0u8; 256];
+    while stream.read(&mut rest).await.is_ok_and(|n| n > 0) {}
     stream.shutdown().await
 }
 
@@ -147,9 +154,12 @@ mod tests {
             c.write_all(&[0x01, 0x00, 0, 0, 0, 4, 1, 2, 3, 4])
                 .await
                 .expect("send");
-            let mut got = Vec::new();
-            c.read_to_end(&mut got).await.expect("read");
+            let mut got = [0u8; ASSOCIATE_RJ_LIMIT.len()];
+            c.read_exact(&mut got).await.expect("read");
             assert_eq!(got, ASSOCIATE_RJ_LIMIT);
+            // The node waits for the requestor to close (Sta13), then ends too.
+            assert!(!server.is_finished());
+            drop(c);
             server.await.expect("join").expect("reject");
         });
     }

@@ -19,12 +19,15 @@ _config.STORE_SEND_CHUNKED_DATASET = True
 
 
 class Said(logging.Handler):
-    """What pynetdicom logs of a rejection (the A-ASSOCIATE-RJ's result, source and reason)."""
+    """What pynetdicom logs of a rejection (the A-ASSOCIATE-RJ's result, source and reason), and
+    everything else it logs, for when an association is neither established nor rejected."""
 
     lines = []
+    everything = []
 
     def emit(self, record):
         msg = record.getMessage()
+        Said.everything.append(f"{record.levelname} {msg}")
         if msg.startswith(("Result:", "Reason:")):
             Said.lines.append(msg)
 
@@ -82,7 +85,7 @@ def main():
             print("rejected " + "; ".join(Said.lines))
             return
         if not assoc.is_established:
-            print("not established")
+            print(f"not established after {time.monotonic() - t:.1f} s: " + " | ".join(Said.everything))
             return
         status = assoc.send_c_echo()
         assoc.release()
