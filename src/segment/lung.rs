@@ -18,7 +18,8 @@ use std::collections::VecDeque;
 use rayon::prelude::*;
 
 use super::postprocess::{
-    fill_holes_per_slice, largest_component, neighbours4, run_components_where, squared_depth,
+    fill_holes_per_slice, largest_component, neighbours4, reached_from_border,
+    run_components_where, squared_depth,
 };
 use crate::volume::Volume;
 
@@ -108,21 +109,9 @@ fn inside_air(hu: &[i16], dims: [usize; 3]) -> Vec<bool> {
     let (ny, nx) = (dims[1], dims[2]);
     let mut out: Vec<bool> = hu.iter().map(|&h| h < AIR_BELOW_HU).collect();
     out.par_chunks_mut(ny * nx).for_each(|slab| {
-        let mut queue = VecDeque::new();
-        for (i, v) in slab.iter_mut().enumerate() {
-            let (x, y) = (i % nx, i / nx);
-            if (x == 0 || y == 0 || x + 1 == nx || y + 1 == ny) && *v {
-                *v = false;
-                queue.push_back(i);
-            }
-        }
-        while let Some(i) = queue.pop_front() {
-            for j in neighbours4(i, nx, ny).into_iter().flatten() {
-                if slab[j] {
-                    slab[j] = false;
-                    queue.push_back(j);
-                }
-            }
+        let outside = reached_from_border(slab, nx, ny);
+        for (v, o) in slab.iter_mut().zip(outside) {
+            *v &= !o;
         }
     });
     out

@@ -158,44 +158,38 @@ pub(crate) fn neighbours4(i: usize, nx: usize, ny: usize) -> [Option<usize>; 4] 
     ]
 }
 
-/// Fill, slice by slice, background enclosed by lung with the label of the lung around it: for
-/// the HU-threshold lung mask of the quality check, whose vessels are holes only in a slice (in 3D
-/// they reach the hilum). Not for the lobes (`fill_enclosed`).
+/// The set pixels of one `nx × ny` slice that the slice's border reaches through set pixels
+/// (4-connected): background outside a lung, or the air around a patient.
+pub(crate) fn reached_from_border(set: &[bool], nx: usize, ny: usize) -> Vec<bool> {
+    let mut reached = vec![false; set.len()];
+    let mut queue = VecDeque::new();
+    for i in 0..set.len() {
+        let (x, y) = (i % nx, i / nx);
+        if (x == 0 || y == 0 || x + 1 == nx || y + 1 == ny) && set[i] {
+            reached[i] = true;
+            queue.push_back(i);
+        }
+    }
+    while let Some(i) = queue.pop_front() {
+        for j in neighbours4(i, nx, ny).into_iter().flatten() {
+            if set[j] && !reached[j] {
+                reached[j] = true;
+                queue.push_back(j);
+            }
+        }
+    }
+    reached
+}
+
+/// Fill, slice by slice, background enclosed by lung with the label of the lung around it: the
+/// vessels, nodules and enclosed consolidation of one lung of `segment::lung`.
 pub fn fill_holes_per_slice(labels: &mut [u8], dims: [usize; 3]) {
     let (ny, nx) = (dims[1], dims[2]);
     let plane = ny * nx;
     labels.par_chunks_mut(plane).for_each(|slab| {
         // Background reachable from the slice border is outside; the rest is a hole.
-        let mut outside = vec![false; plane];
-        let mut queue = VecDeque::new();
-        for i in 0..plane {
-            let (x, y) = (i % nx, i / nx);
-            if (x == 0 || y == 0 || x + 1 == nx || y + 1 == ny) && slab[i] == 0 {
-                outside[i] = true;
-                queue.push_back(i);
-            }
-        }
-        while let Some(i) = queue.pop_front() {
-            let (x, y) = (i % nx, i / nx);
-            let mut visit = |j: usize| {
-                if slab[j] == 0 && !outside[j] {
-                    outside[j] = true;
-                    queue.push_back(j);
-                }
-            };
-            if x > 0 {
-                visit(i - 1);
-            }
-            if x + 1 < nx {
-                visit(i + 1);
-            }
-            if y > 0 {
-                visit(i - nx);
-            }
-            if y + 1 < ny {
-                visit(i + nx);
-            }
-        }
+        let background: Vec<bool> = slab.iter().map(|&l| l == 0).collect();
+        let mut outside = reached_from_border(&background, nx, ny);
         // Grow the surrounding labels into the holes, breadth first from their rims: each hole
         // voxel takes the label of the nearest lung voxel, in time linear in the hole's size.
         let mut queue = VecDeque::new();
